@@ -1,0 +1,3 @@
+from lmctl.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""What every command shares: the error boundary and the common options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from lmctl.errors import EXIT_USER_ERROR, UserError
+
+DEBUG = False
+
+ConfigArg = Annotated[str, typer.Argument(help="YAML config file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set training.learning_rate=3e-5 (repeatable)."),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")]
+
+
+def guarded(fn):
+    """Turn `UserError` (and Ctrl-C) into one line on stderr and exit code 2; `--debug` keeps tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if DEBUG:
+                raise
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr, flush=True)
+            raise typer.Exit(130) from None
+
+    return wrapper

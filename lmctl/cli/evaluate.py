@@ -1,0 +1,68 @@
+"""`lmctl evaluate`: metrics of a trained model on labelled data, with CI gates."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lmctl.cli.common import SetOpt, guarded
+from lmctl.errors import EXIT_GATE_FAILED, UserError
+
+
+def parse_gates(gates: list[str]) -> dict[str, float]:
+    parsed = {}
+    for gate in gates:
+        name, sep, value = gate.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            parsed[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--fail-under '{gate}': expected METRIC=NUMBER, e.g. --fail-under accuracy=0.85") from None
+    return parsed
+
+
+@guarded
+def evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Run directory or model directory (or hub id).")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled file: csv, tsv, json, jsonl, parquet.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for columns/task; default: the run's config.yaml.")] = None,
+    set_: SetOpt = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the metrics as JSON here.")] = None,
+    fail_under: Annotated[
+        Optional[list[str]],
+        typer.Option("--fail-under", help="METRIC=VALUE: exit 1 if METRIC is below VALUE (repeatable)."),
+    ] = None,
+) -> None:
+    """Evaluate MODEL on labelled data: a metrics table, optional JSON, optional gates."""
+    from lmctl import run
+    from lmctl.console import Console
+    from lmctl.rundir import write_json
+
+    gates = parse_gates(fail_under or [])
+    cfg = run.config_for_model(model, config, set_ or [], task)
+    console = Console()
+    result = run.evaluate(cfg, model, data, batch_size, console)
+    metrics = result["metrics"]
+    unknown = [g for g in gates if g not in metrics]
+    if unknown:
+        raise UserError(f"--fail-under: unknown metric '{unknown[0]}'; this task reports: {', '.join(sorted(metrics))}")
+    out = Console(stream=sys.stdout)
+    out.table(f"{result['examples']} examples from {result['data']}",
+              [(k, f"{v:.4f}") for k, v in sorted(metrics.items())])
+    if "confusion_matrix" in result:
+        cm = result["confusion_matrix"]
+        out.table("confusion matrix (rows: true, columns: predicted)",
+                  [(name, *row) for name, row in zip(cm["labels"], cm["matrix"])], header=("", *cm["labels"]))
+    failed = [f"{g} {metrics[g]:.4f} < {v}" for g, v in gates.items() if metrics[g] < v]
+    result["gates"] = {"thresholds": gates, "failed": failed}
+    if output:
+        write_json(output, result)
+    if failed:
+        print(f"gate failed: {'; '.join(failed)}", file=sys.stderr)
+        raise typer.Exit(EXIT_GATE_FAILED)

@@ -1,0 +1,15 @@
+"""`lmctl finetune CONFIG`: train a model on a labelled task."""
+
+from __future__ import annotations
+
+from lmctl.cli.common import ConfigArg, OverwriteOpt, SetOpt, guarded
+
+
+@guarded
+def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Finetune a model (hub id or local directory) on a task described by CONFIG."""
+    from lmctl import config as config_lib
+    from lmctl import run
+
+    cfg = config_lib.load_config(config, set_ or [])
+    run.finetune(cfg, overwrite=overwrite)

@@ -1,0 +1,36 @@
+"""`lmctl predict`: predictions for a file or stdin, as JSON lines in input order."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lmctl.cli.common import SetOpt, guarded
+
+
+@guarded
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="Run directory or model directory (or hub id).")],
+    input: Annotated[str, typer.Option("--input", "-i", help="csv, tsv, json, jsonl, parquet or txt file; '-' for stdin.")] = "-",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file; default: stdout.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for columns/task; default: the run's config.yaml.")] = None,
+    set_: SetOpt = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+) -> None:
+    """Predict with MODEL for every row of INPUT; one JSON object per line, in input order."""
+    from lmctl import run
+    from lmctl.console import Console
+    from lmctl.rundir import atomic_write_text
+
+    cfg = run.config_for_model(model, config, set_ or [], task)
+    records = run.predict(cfg, model, input, batch_size, Console())
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if output:
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,221 @@
+"""The config schema, YAML loading and `--set a.b=c` overrides.
+
+Everything a run needs is validated here, before any model or data set loads, so a
+typo costs a second rather than a half-hour of training. Defaults live in this file
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmctl.errors import UserError
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelt `learning_rat` must not silently train at the default.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    name_or_path: Optional[str] = None
+    """A hub id (e.g. `bert-base-uncased`) or a local directory with a checkpoint."""
+    tokenizer: Optional[str] = None
+    """Tokenizer hub id or directory; defaults to `name_or_path`."""
+    trust_remote_code: bool = False
+    revision: Optional[str] = None
+
+
+class DataConfig(_Section):
+    train_file: Optional[str] = None
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    dataset_name: Optional[str] = None
+    """A hub data set, loaded with `datasets.load_dataset` (needs network)."""
+    dataset_config: Optional[str] = None
+    validation_split: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of train held out for validation when no validation file is given."""
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    label_names: Optional[list[str]] = None
+    """Fixes the label order (id 0, 1, ...); default: sorted labels seen in train."""
+    max_train_samples: Optional[int] = Field(None, gt=0)
+    max_eval_samples: Optional[int] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.dataset_name and self.train_file:
+            raise ValueError("give either data.dataset_name or data.train_file, not both")
+        return self
+
+
+class TrainingConfig(_Section):
+    num_epochs: float = Field(3, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0)
+    """Optimizer steps; overrides num_epochs when set."""
+    batch_size: int = Field(32, gt=0)
+    """Global batch per optimizer step before accumulation, whatever the process count."""
+    eval_batch_size: Optional[int] = Field(None, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "inverse_sqrt",
+    ] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: Optional[float] = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    max_length: int = Field(128, gt=0)
+    seed: int = 42
+    group_by_length: bool = True
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: Optional[int] = Field(None, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    metric_for_best: Optional[str] = None
+    """Metric that picks the kept model; default: the task's main metric."""
+    greater_is_better: Optional[bool] = None
+    save_best: bool = True
+    early_stopping_patience: Optional[int] = Field(None, gt=0)
+    """Stop after this many evaluations without improvement."""
+    dataloader_num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _eval_steps_needed(self) -> "TrainingConfig":
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            raise ValueError("training.eval_strategy is 'steps': set training.eval_steps too")
+        return self
+
+
+class Config(_Section):
+    task: str
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    output_dir: str = "runs/latest"
+
+    @model_validator(mode="after")
+    def _known_task(self) -> "Config":
+        from lmctl.tasks import TASK_NAMES  # a plain tuple of names: no heavy imports
+
+        if self.task not in TASK_NAMES:
+            hint = _did_you_mean(self.task, TASK_NAMES)
+            raise ValueError(f"unknown task '{self.task}'{hint}; known: {', '.join(TASK_NAMES)}")
+        return self
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fields_at(path: tuple) -> list[str]:
+    """Names of the keys allowed at a dotted location in the schema."""
+    model: Any = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_error(err: dict, source: str) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        hint = _did_you_mean(loc[-1], _fields_at(loc[:-1]))
+        return f"{source}: unknown key '{key}'{hint}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{key}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        return f"{source}: {msg}" if not loc else f"{source}: {key}: {msg}"
+    return f"{source}: key '{key}': {msg} (got {err.get('input')!r})"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.learning_rate=3e-5` → (['training', 'learning_rate'], 3e-05)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise UserError(f"--set '{text}': expected KEY=VALUE with a dotted key, e.g. --set training.learning_rate=3e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set '{text}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found; give the path to a YAML file (see configs/)")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text; save the config as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{p}: malformed YAML{where}: {problem}; fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: the top level must be a mapping of keys (task:, model:, data:, ...)")
+    return raw
+
+
+def validate(raw: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc.errors()[0], source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Read a YAML file (or start from `base`), apply overrides, validate."""
+    raw = read_yaml(path) if path else dict(base or {})
+    raw = apply_overrides(raw, overrides or [])
+    cfg = validate(raw, str(path) if path else "config")
+    if path:
+        _resolve_paths(cfg, Path(path).parent)
+    return cfg
+
+
+def _resolve_paths(cfg: Config, config_dir: Path) -> None:
+    """Data paths are relative to the working directory, as on the command line; a path that
+    only exists next to the config file is taken from there, so shipped configs run anywhere."""
+    for name in ("train_file", "validation_file", "test_file"):
+        value = getattr(cfg.data, name)
+        if value and not Path(value).exists() and (config_dir / value).exists():
+            setattr(cfg.data, name, str(config_dir / value))
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,108 @@
+"""The one place that prints.
+
+Rich progress bars and tables on a terminal; plain periodic lines when stdout is not a
+terminal (CI logs). Off the main process everything is silent, so an 8-GPU run logs once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def _is_main_process() -> bool:
+    # Works before and without an Accelerator: launchers set RANK / LOCAL_RANK.
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
+
+
+class Console:
+    def __init__(self, enabled: bool | None = None, stream=None):
+        self.enabled = _is_main_process() if enabled is None else enabled
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty() and os.environ.get("CI") is None
+        self._rich = None
+
+    @property
+    def rich(self):
+        if self._rich is None:
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(file=self.stream, highlight=False, soft_wrap=True)
+        return self._rich
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            self.rich.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        if self.enabled:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def table(self, title: str, rows: list[tuple[str, str]], header=("metric", "value")) -> None:
+        if not self.enabled:
+            return
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name)
+        for row in rows:
+            table.add_row(*[str(c) for c in row])
+        self.rich.print(table)
+
+    def progress(self, total: int, description: str) -> "Progress":
+        return Progress(self, total, description)
+
+
+class Progress:
+    """A bar with loss / lr / samples/s on a terminal; one line per interval otherwise."""
+
+    def __init__(self, console: Console, total: int, description: str, interval_s: float = 30.0):
+        self.console = console
+        self.total = total
+        self.description = description
+        self.interval_s = interval_s
+        self._bar = None
+        self._last_line = 0.0
+        self._start = time.perf_counter()
+        self.completed = 0
+
+    def __enter__(self) -> "Progress":
+        if self.console.enabled and self.console.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
+            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"), console=self.console.rich, transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, stats="")
+        return self
+
+    def update(self, completed: int, stats: dict | None = None) -> None:
+        self.completed = completed
+        text = "  ".join(f"{k} {_fmt(v)}" for k, v in (stats or {}).items())
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, stats=text)
+        elif self.console.enabled:
+            now = time.perf_counter()
+            if now - self._last_line >= self.interval_s or completed == self.total:
+                self._last_line = now
+                elapsed = now - self._start
+                eta = elapsed / completed * (self.total - completed) if completed else 0.0
+                self.console.log(
+                    f"{self.description} {completed}/{self.total}  {text}  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
+                )
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)

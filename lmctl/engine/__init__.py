@@ -1,0 +1,1 @@
+"""The one Accelerate training loop, the inference loop, and their batching."""

@@ -1,0 +1,81 @@
+"""Datasets → DataLoaders: length-grouped training batches, length-sorted inference batches.
+
+Dynamic padding only pays when a batch holds texts of similar length, so training draws
+batches from length-sorted megabatches (transformers' LengthGroupedSampler, seeded per
+epoch) and inference runs longest-first, carrying each row's index so results are put
+back in input order whatever order the batches ran in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+
+class Features(Dataset):
+    """An encoded `datasets.Dataset` minus bookkeeping columns, optionally with row indices."""
+
+    def __init__(self, encoded, with_index: bool = False):
+        drop = [c for c in ("length",) if c in encoded.column_names]
+        self.rows = encoded.remove_columns(drop)
+        self.with_index = with_index
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[int(i)]
+        if self.with_index:
+            row["index"] = int(i)
+        return row
+
+
+def _collate_with_index(collate):
+    def fn(features: list[dict]) -> dict:
+        index = torch.tensor([f.pop("index") for f in features])
+        batch = collate(features)
+        batch["index"] = index
+        return batch
+
+    return fn
+
+
+def train_dataloader(encoded, collate, batch_size: int, group_by_length: bool, seed: int, num_workers: int = 0):
+    """Returns (dataloader, sampler); reseed the sampler with `reseed(sampler, epoch)`."""
+    generator = torch.Generator().manual_seed(seed)
+    if group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=list(encoded["length"]), generator=generator)
+    else:
+        sampler = RandomSampler(range(len(encoded)), generator=generator)
+    loader = DataLoader(Features(encoded), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=num_workers, drop_last=False)
+    return loader, sampler
+
+
+def reseed(sampler, seed: int, epoch: int) -> None:
+    # A fixed per-epoch seed makes the batch order a function of (seed, epoch) alone,
+    # which is what lets a resumed run see exactly the batches an uninterrupted one would.
+    sampler.generator.manual_seed(seed + epoch)
+
+
+class LongestFirst(Sampler):
+    """Batches of indices, longest texts first (least padding, and memory errors show up at once)."""
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.batch_size = batch_size  # Accelerate reads this to shard batches
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def inference_dataloader(encoded, collate, batch_size: int):
+    lengths = encoded["length"] if "length" in encoded.column_names else [0] * len(encoded)
+    return DataLoader(Features(encoded, with_index=True), batch_sampler=LongestFirst(lengths, batch_size),
+                      collate_fn=_collate_with_index(collate))

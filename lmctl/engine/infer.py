@@ -1,0 +1,58 @@
+"""The inference loop shared by evaluation during training, `lmctl evaluate` and `lmctl predict`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lmctl.engine.batching import inference_dataloader
+
+
+def run_inference(accelerator, model, task, encoded, batch_size: int, progress=None) -> dict:
+    """Run `task.eval_step` over `encoded`; return per-example arrays in input order.
+
+    Works the same on one process and many: batches are sharded by Accelerate, outputs
+    gathered with `gather_for_metrics` (which drops the padding duplicates of the last
+    batch), and rows put back by the index each one carried.
+    """
+    loader = accelerator.prepare(inference_dataloader(encoded, task.collate, batch_size))
+    was_training = model.training
+    model.eval()
+    n = len(encoded)
+    columns: dict[str, list] = {}
+    seen = 0
+    with torch.no_grad():
+        for batch in loader:
+            index = batch.pop("index")
+            out = task.eval_step(model, batch)
+            out = {k: _pad(accelerator, v) for k, v in out.items()}
+            gathered = accelerator.gather_for_metrics({"index": index, **out})
+            rows = gathered["index"].cpu().numpy()
+            for key, value in gathered.items():
+                if key == "index":
+                    continue
+                store = columns.setdefault(key, [None] * n)
+                for r, v in zip(rows, value.cpu().numpy()):
+                    store[r] = v
+            seen += len(rows)
+            if progress is not None:
+                progress.update(min(seen, n))
+    model.train(was_training)
+    return {k: _stack(v) for k, v in columns.items()}
+
+
+def _pad(accelerator, value):
+    # Sequence outputs (generated ids) differ in length between processes; gather needs one shape.
+    if isinstance(value, torch.Tensor) and value.ndim >= 2 and accelerator.num_processes > 1:
+        return accelerator.pad_across_processes(value, dim=1, pad_index=-100)
+    return value
+
+
+def _stack(rows: list):
+    shapes = {np.shape(r) for r in rows}
+    if len(shapes) == 1:
+        return np.stack(rows)
+    out = np.empty(len(rows), dtype=object)
+    for i, r in enumerate(rows):
+        out[i] = r
+    return out

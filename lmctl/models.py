@@ -1,0 +1,148 @@
+"""Load models and tokenizers by family; the per-family quirks live in one table.
+
+Any hub id or local directory works. What differs between BERT, GPT-2 and T5 for our
+purposes is small and listed in `FAMILY_QUIRKS`; everything else is `Auto*`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmctl.errors import UserError
+
+
+def _pad_from_eos(model_config, tokenizer) -> None:
+    # GPT-2 ships without a pad token; batches > 1 need one, and eos is the convention.
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _t5_decoder_start(model_config, tokenizer) -> None:
+    # transformers v5's T5Config has no default decoder_start_token_id; T5 starts from pad.
+    if getattr(model_config, "decoder_start_token_id", None) is None:
+        model_config.decoder_start_token_id = model_config.pad_token_id if model_config.pad_token_id is not None else 0
+
+
+# model_type → fixes applied to (config, tokenizer) before the model is built.
+FAMILY_QUIRKS = {
+    "gpt2": [_pad_from_eos],
+    "gpt_neo": [_pad_from_eos],
+    "gptj": [_pad_from_eos],
+    "llama": [_pad_from_eos],
+    "t5": [_t5_decoder_start],
+    "mt5": [_t5_decoder_start],
+    "bart": [],
+    "bert": [],
+}
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def resolve(name_or_path: str | None, key: str = "model.name_or_path") -> str:
+    """A local directory as is; a hub id checked for reachability up front."""
+    if not name_or_path:
+        raise UserError(f"{key}: not set; give a hub id (e.g. bert-base-uncased) or a local model directory")
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UserError(f"{key}: {p} has no config.json; point at a saved Hugging Face model directory")
+        return str(p)
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or p.suffix != ""
+    if looks_local or p.exists():
+        raise UserError(f"{key}: model directory not found: {name_or_path}; check the path")
+    if hub_offline():
+        raise UserError(f"{key}: '{name_or_path}' is a hub id but the hub is unreachable (HF_HUB_OFFLINE is set); give a local path")
+    return name_or_path
+
+
+def _load_error(name: str, key: str, exc: Exception) -> UserError:
+    text = str(exc)
+    if "connect" in text or "offline" in text.lower() or "resolve" in text.lower():
+        return UserError(f"{key}: cannot reach the hub to fetch '{name}'; give a local path or check your network")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return UserError(f"{key}: cannot load '{name}': {first}")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str = "model.name_or_path"):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, key, exc) from None
+    return tokenizer
+
+
+def load_config(name_or_path: str, trust_remote_code: bool = False, key: str = "model.name_or_path", **kwargs):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, key, exc) from None
+
+
+def apply_quirks(model_config, tokenizer) -> None:
+    for fix in FAMILY_QUIRKS.get(model_config.model_type, [_pad_from_eos]):
+        fix(model_config, tokenizer)
+    if getattr(model_config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool = False,
+               key: str = "model.name_or_path", **config_kwargs):
+    """`auto_class.from_pretrained` with the family quirks applied and errors made readable."""
+    from transformers.utils import logging as hf_logging
+
+    if trust_remote_code:
+        from lmctl.console import Console
+
+        Console().warn(f"{key}: trust_remote_code is on: code from '{name_or_path}' will run on this machine")
+    model_config = load_config(name_or_path, trust_remote_code, key, **config_kwargs)
+    apply_quirks(model_config, tokenizer)
+    # The LOAD REPORT table is noise for the expected case (a new head is MISSING);
+    # real mismatches still raise and are reported below.
+    hf_logging.set_verbosity_error()
+    try:
+        model = auto_class.from_pretrained(
+            name_or_path, config=model_config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(name_or_path),
+        )
+    except RuntimeError as exc:
+        if "mismatch" in str(exc).lower():
+            raise UserError(
+                f"{key}: the head of '{name_or_path}' does not fit this data "
+                f"(checkpoint has {_ckpt_labels(name_or_path)} outputs, the data {model_config.num_labels}); "
+                "start from the base model or give data with the checkpoint's labels"
+            ) from None
+        raise
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, key, exc) from None
+    return model
+
+
+def _safetensors_only(name_or_path: str) -> bool | None:
+    """Local checkpoints must be safetensors: pickle files can run code when loaded."""
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return None  # hub: transformers prefers safetensors and refuses unsafe torch.load
+    if any(p.glob("*.safetensors")):
+        return True
+    if any(p.glob("*.bin")) or any(p.glob("*.pt")):
+        raise UserError(
+            f"model.name_or_path: {p} holds only pickle weights (*.bin), which can run code when loaded; "
+            "convert it to safetensors (model.save_pretrained(dir, safe_serialization=True)) from a trusted source"
+        )
+    return None
+
+
+def _ckpt_labels(name_or_path: str) -> str:
+    import json
+
+    try:
+        cfg = json.loads((Path(name_or_path) / "config.json").read_text())
+        return str(len(cfg.get("id2label") or {}) or "?")
+    except (OSError, ValueError):
+        return "?"

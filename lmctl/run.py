@@ -1,0 +1,175 @@
+"""The glue each command calls: config → data + model + task → engine → run directory.
+
+Order matters for the user: everything that can be checked without loading a model
+(config, files, columns, labels, output directory) is checked first, so a bad input
+fails in a second and leaves every existing file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmctl import config as config_lib
+from lmctl.console import Console
+from lmctl.errors import UserError
+from lmctl.rundir import check_output_dir, environment, prepare_output_dir, write_json
+
+
+def make_task(cfg, console):
+    from lmctl.tasks import get_task_class
+
+    return get_task_class(cfg.task)(cfg, console)
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*sequence length is longer than the specified maximum.*")
+
+
+def finetune(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
+    """Train `cfg.model.name_or_path` on `cfg.data` for `cfg.task`; returns final metrics."""
+    console = console or Console()
+    from lmctl import data, models
+
+    check_output_dir(cfg.output_dir, overwrite)
+    name = models.resolve(cfg.model.name_or_path)
+    task = make_task(cfg, console)
+    _quiet_libraries()
+    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
+    splits, fingerprints = data.load_splits(cfg, text_columns)
+    for split, ds in splits.items():
+        data.check_columns(ds, task.columns(with_labels=True), f"{split} data ({_source(cfg, split)})")
+    task.fit(splits["train"])
+
+    from accelerate.utils import set_seed
+
+    from lmctl.engine.train import check_batch_size, make_accelerator, train
+
+    accelerator = make_accelerator(cfg.training)
+    check_batch_size(accelerator, cfg.training)
+    set_seed(cfg.training.seed)
+    tokenizer = models.load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code)
+    with accelerator.main_process_first():
+        train_enc = task.encode(splits["train"], tokenizer, True, _source(cfg, "train"))
+        eval_enc = task.encode(splits["validation"], tokenizer, True, _source(cfg, "validation"))
+    model = task.build_model(name, tokenizer, cfg.model.trust_remote_code)
+
+    out = prepare_output_dir(cfg.output_dir, overwrite) if accelerator.is_main_process else Path(cfg.output_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (out / "config.yaml").write_text(config_lib.dump(cfg), encoding="utf-8")
+        write_json(out / "environment.json", environment(accelerator))
+        write_json(out / "data.json", fingerprints)
+    metrics = train(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator)
+    console.log(f"run directory: {out}")
+    return metrics
+
+
+def _source(cfg, split: str) -> str:
+    if split == "train":
+        return cfg.data.train_file or f"{cfg.data.dataset_name}[train]"
+    return cfg.data.validation_file or f"validation split of {cfg.data.train_file or cfg.data.dataset_name}"
+
+
+def config_for_model(model_dir: str, config_path: str | None, overrides: list[str], task: str | None) -> "config_lib.Config":
+    """The config an evaluate/predict run uses: an explicit one, else the run directory's own."""
+    run_config = Path(model_dir) / "config.yaml"
+    if config_path:
+        raw = config_lib.read_yaml(config_path)
+    elif run_config.is_file():
+        raw = config_lib.read_yaml(run_config)
+    else:
+        raw = {}
+    if task:
+        raw["task"] = task
+    if "task" not in raw:
+        raw["task"] = "text-classification"
+    raw.setdefault("model", {})["name_or_path"] = model_dir
+    config_lib.apply_overrides(raw, overrides)
+    return config_lib.validate(raw, config_path or str(run_config))
+
+
+def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
+           description: str):
+    """Load the model in `model_dir`, encode `ds`, run it; outputs come back in input order."""
+    from lmctl import data, models
+
+    task = make_task(cfg, console)
+    data.check_columns(ds, task.columns(with_labels=with_labels), source)
+    path = models.resolve(model_dir, key="--model")
+    _quiet_libraries()
+    tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
+    model = task.load_model(path, tokenizer)
+    encoded = task.encode(ds, tokenizer, with_labels, source)
+
+    from lmctl.engine.infer import run_inference
+    from lmctl.engine.train import make_accelerator
+
+    accelerator = make_accelerator(cfg.training)
+    model = accelerator.prepare(model)
+    batch_size = batch_size or cfg.training.eval_batch_size or 2 * cfg.training.batch_size
+    with console.progress(len(encoded), description) as bar:
+        outputs = run_inference(accelerator, model, task, encoded, batch_size, progress=bar)
+    return task, encoded, outputs
+
+
+def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None, console: Console) -> dict:
+    """Score a trained model on a labelled file; returns metrics (plus a confusion matrix if any)."""
+    from lmctl import data
+
+    data_file = data_file or cfg.data.validation_file or cfg.data.test_file
+    if not data_file:
+        raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
+    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
+    ds = data.read_table(data_file, "--data", text_columns)
+    task, encoded, outputs = _infer(cfg, model_dir, ds, data_file, True, batch_size, console, "evaluate")
+    metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
+    result = {"model": str(model_dir), "data": str(data_file), "examples": len(encoded), "metrics": metrics}
+    confusion = getattr(task, "confusion", None)
+    matrix = confusion(outputs) if confusion else None
+    if matrix is not None:
+        names, values = matrix
+        result["confusion_matrix"] = {"labels": names, "matrix": values.tolist()}
+    return result
+
+
+def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console) -> list[dict]:
+    """Predict for every row of `input_file` ('-' for stdin); records come back in input order."""
+    from lmctl import data
+
+    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
+    if input_file == "-":
+        ds, source = _read_stdin(text_columns), "stdin"
+    else:
+        ds, source = data.read_table(input_file, "--input", text_columns), input_file
+    task, encoded, outputs = _infer(cfg, model_dir, ds, source, False, batch_size, console, "predict")
+    return task.predict_records(outputs, encoded)
+
+
+def _read_stdin(text_columns: tuple[str, ...]):
+    """stdin: JSON lines if the first line is a JSON object, else one text per line."""
+    import sys
+
+    from datasets import Dataset
+
+    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
+    if lines[0].lstrip().startswith("{"):
+        try:
+            rows = [json.loads(line) for line in lines]
+        except json.JSONDecodeError as exc:
+            raise UserError(f"stdin: line {exc.doc and lines.index(exc.doc) + 1}: not valid JSON; "
+                            "send one JSON object per line or plain text") from None
+        return Dataset.from_list(rows)
+    return Dataset.from_dict({(text_columns[0] if text_columns else "text"): lines})

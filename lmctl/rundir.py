@@ -1,0 +1,128 @@
+"""The run directory: a self-describing record of one run.
+
+    output_dir/
+      config.yaml        the resolved config (every default filled in)
+      environment.json   package versions, device, process count, command line
+      data.json          data fingerprints: file, size, sha256, rows per split
+      train_log.jsonl    one line per logging interval / evaluation
+      metrics.json       final metrics plus train seconds, samples/s, tokens/s
+      model + tokenizer  Hugging Face format: `from_pretrained(output_dir)` reloads it
+
+Every file is written to a temporary name and renamed, so a crash never leaves a
+half-written file where a reader expects a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from lmctl.errors import UserError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
+    """Create the run directory; refuse to mix a new run into an old one's files."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out}: exists and is a file; choose another output_dir")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"output_dir {out}: not empty; pass --overwrite to replace it or set output_dir to a new path"
+            )
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"output_dir {out}: cannot write there ({exc.strerror}); choose a writable path") from None
+    return out
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> None:
+    """The checks of `prepare_output_dir` without touching anything (run before loading)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out}: exists and is a file; choose another output_dir")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"output_dir {out}: not empty; pass --overwrite to replace it or set output_dir to a new path")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output_dir {out}: {parent} is not writable; choose a writable path")
+
+
+def file_fingerprint(path: str | Path) -> dict:
+    p = Path(path)
+    digest = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def environment(accelerator=None) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("lmctl", "torch", "transformers", "tokenizers", "datasets", "accelerate", "evaluate", "safetensors"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "argv": sys.argv,
+    }
+    if accelerator is not None:
+        import torch
+
+        env.update(
+            device=str(accelerator.device),
+            num_processes=accelerator.num_processes,
+            distributed_type=str(accelerator.distributed_type),
+            mixed_precision=accelerator.mixed_precision,
+            torch_threads=torch.get_num_threads(),
+        )
+    return env
+
+
+class RunLog:
+    """Appends one JSON object per line; each line is flushed so a crash keeps what was logged."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")

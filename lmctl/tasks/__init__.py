@@ -1,0 +1,21 @@
+"""Task registry: task name → the class that implements the `Task` protocol.
+
+Entries are import paths so that reading a config (and `lmctl --help`) never imports
+torch; `get_task` imports the one module a run needs. A new task is one file in this
+package plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS: dict[str, str] = {
+    "text-classification": "lmctl.tasks.classification:ClassificationTask",
+}
+
+TASK_NAMES = tuple(TASKS)
+
+
+def get_task_class(name: str):
+    module_name, _, class_name = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)

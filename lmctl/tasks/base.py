@@ -1,0 +1,71 @@
+"""The interface every task implements, and the small helpers tasks share.
+
+The engine knows nothing about labels, answers or generation: it trains on whatever
+`encode` produced, asks `eval_step` for per-example tensors, and hands the gathered,
+input-ordered arrays back to `compute_metrics` / `predict_records`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from lmctl.errors import UserError
+
+
+class Task(Protocol):
+    name: str
+    main_metric: str
+    greater_is_better: bool
+
+    def columns(self, with_labels: bool) -> dict[str, str | None]:
+        """Config key → column name the task reads (None: not used)."""
+
+    def fit(self, train) -> None:
+        """Learn what the training data defines (e.g. the label set) before the model is built."""
+
+    def build_model(self, name_or_path: str, tokenizer, trust_remote_code: bool = False):
+        """The model for training, with the task's head on `name_or_path`'s weights."""
+
+    def load_model(self, path: str, tokenizer):
+        """A trained model for evaluate/predict; restores task state saved in its config."""
+
+    def encode(self, ds, tokenizer, with_labels: bool, source: str):
+        """Raw rows → model features plus a `length` column (tokens) for length grouping."""
+
+    def collate(self, features: list[dict]) -> dict:
+        """Pad a list of encoded examples into a batch of tensors."""
+
+    def eval_step(self, model, batch) -> dict[str, Any]:
+        """Per-example tensors (first dim = batch) that metrics or predictions need."""
+
+    def compute_metrics(self, outputs: dict[str, Any], encoded) -> dict[str, float]:
+        """Gathered, input-ordered outputs of `eval_step` → metrics (plain floats)."""
+
+    def predict_records(self, outputs: dict[str, Any], encoded) -> list[dict]:
+        """Gathered outputs → one JSON-able record per input row, in input order."""
+
+
+def count_truncated(ds, max_length: int) -> int:
+    """Examples whose untruncated token count exceeded `max_length` (column `num_tokens`)."""
+    return sum(1 for n in ds["num_tokens"] if n > max_length)
+
+
+def report_truncation(console, n: int, total: int, max_length: int, source: str) -> None:
+    # Long inputs are never cut silently: a user comparing runs must know.
+    if n:
+        console.warn(
+            f"{source}: {n} of {total} examples ({100 * n / total:.1f}%) are longer than "
+            f"max_length={max_length} tokens and were truncated"
+        )
+
+
+def check_column_values_are_text(ds, column: str | None, source: str) -> None:
+    if column is None:
+        return
+    from lmctl.data import check_text
+
+    check_text(ds, column, source)
+
+
+def reject(source: str, row: int, message: str) -> UserError:
+    return UserError(f"{source}: row {row + 1}: {message}")

@@ -1,0 +1,224 @@
+"""Sequence classification: single texts or text pairs, class labels or float scores.
+
+Labels decide the problem: ints or strings → classes (cross-entropy, accuracy/F1/MCC),
+floats → regression (one output, MSE, Pearson/Spearman). Label names travel in the
+model's config (`id2label`), so a reloaded model predicts "positive", not 1.
+All three families use their `AutoModelForSequenceClassification` head; for T5 that is
+`T5ForSequenceClassification` (a linear head on the decoder's final eos state), not
+label words generated as text.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lmctl.errors import UserError
+from lmctl.tasks.base import check_column_values_are_text, count_truncated, reject, report_truncation
+
+
+class ClassificationTask:
+    name = "text-classification"
+
+    def __init__(self, cfg, console):
+        self.cfg = cfg
+        self.console = console
+        self.text_column = cfg.data.text_column
+        self.pair_column = cfg.data.text_pair_column
+        self.label_column = cfg.data.label_column
+        self.max_length = cfg.training.max_length
+        self.regression = False
+        self.label_names: list[str] = []
+        self._label_to_id: dict[Any, int] = {}
+        self._collator = None
+
+    # ---- metadata ---------------------------------------------------------------
+    @property
+    def main_metric(self) -> str:
+        return "pearson" if self.regression else "accuracy"
+
+    greater_is_better = True
+
+    def columns(self, with_labels: bool) -> dict[str, str | None]:
+        cols = {"data.text_column": self.text_column, "data.text_pair_column": self.pair_column}
+        if with_labels:
+            cols["data.label_column"] = self.label_column
+        return cols
+
+    # ---- labels -----------------------------------------------------------------
+    def fit(self, train) -> None:
+        values = train[self.label_column]
+        source = f"data.train_file column '{self.label_column}'"
+        kinds = set()
+        for i, v in enumerate(values):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                raise reject(source, i, "missing label; fill or remove that row")
+            kinds.add("str" if isinstance(v, str) else "float" if isinstance(v, float) else "int")
+        if "str" in kinds and len(kinds) > 1:
+            raise UserError(f"{source}: mixes text and numeric labels; use one kind for every row")
+        self.regression = kinds == {"float"} or kinds == {"float", "int"}
+        if self.regression:
+            self.label_names = []
+            return
+        seen = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+        names = self.cfg.data.label_names
+        if names:
+            if kinds == {"int"}:
+                bad = [v for v in seen if not 0 <= v < len(names)]
+                if bad:
+                    raise UserError(f"data.label_names: has {len(names)} names but labels include {bad[0]}; "
+                                    "int labels index into label_names")
+                self.label_names = list(names)
+                self._label_to_id = {i: i for i in range(len(names))}
+            else:
+                missing = [v for v in seen if v not in names]
+                if missing:
+                    raise UserError(f"data.label_names: label '{missing[0]}' of the train data is not listed; add it")
+                self.label_names = list(names)
+                self._label_to_id = {n: i for i, n in enumerate(names)}
+        else:
+            if len(seen) < 2:
+                raise UserError(f"{source}: only one label value ({seen[0]!r}); classification needs at least two")
+            self.label_names = [str(v) for v in seen]
+            self._label_to_id = {v: i for i, v in enumerate(seen)}
+        # Named labels also accept their string form, so evaluation files may spell ints as text.
+        self._label_to_id.update({str(k): i for k, i in list(self._label_to_id.items())})
+        self._label_to_id.update({n: i for i, n in enumerate(self.label_names)})
+
+    def _model_kwargs(self) -> dict:
+        if self.regression:
+            return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+        return dict(
+            num_labels=len(self.label_names),
+            problem_type="single_label_classification",
+            id2label=dict(enumerate(self.label_names)),
+            label2id={n: i for i, n in enumerate(self.label_names)},
+        )
+
+    # ---- models -----------------------------------------------------------------
+    def build_model(self, name_or_path: str, tokenizer, trust_remote_code: bool = False):
+        from transformers import AutoModelForSequenceClassification
+
+        from lmctl.models import load_model
+
+        return load_model(AutoModelForSequenceClassification, name_or_path, tokenizer, trust_remote_code,
+                          **self._model_kwargs())
+
+    def load_model(self, path: str, tokenizer):
+        from transformers import AutoModelForSequenceClassification
+
+        from lmctl.models import load_model
+
+        model = load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model")
+        cfg = model.config
+        self.regression = cfg.problem_type == "regression" or cfg.num_labels == 1
+        if not self.regression:
+            self.label_names = [cfg.id2label[i] for i in range(cfg.num_labels)]
+            self._label_to_id = {n: i for i, n in enumerate(self.label_names)}
+            # Ints in an evaluation file match labels that were ints at training time: by name
+            # ("0", "1" when names were learnt from the data), else as indices into label_names.
+            self._label_to_id.update({int(n): i for n, i in list(self._label_to_id.items()) if n.lstrip("-").isdigit()})
+            if self.cfg.data.label_names:
+                for i in range(len(self.label_names)):
+                    self._label_to_id.setdefault(i, i)
+        return model
+
+    # ---- data -------------------------------------------------------------------
+    def encode(self, ds, tokenizer, with_labels: bool, source: str):
+        self._set_tokenizer(tokenizer)
+        check_column_values_are_text(ds, self.text_column, source)
+        check_column_values_are_text(ds, self.pair_column, source)
+        if with_labels:
+            self._check_labels(ds, source)
+        pair = self.pair_column
+
+        def tokenize(batch):
+            texts = batch[self.text_column]
+            pairs = batch[pair] if pair else None
+            full = tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
+            enc = tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            enc["num_tokens"] = [len(ids) for ids in full]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            if with_labels:
+                raw = batch[self.label_column]
+                enc["labels"] = [float(v) for v in raw] if self.regression else [self._label_to_id[v] for v in raw]
+            return enc
+
+        encoded = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=None)
+        report_truncation(self.console, count_truncated(encoded, self.max_length), len(encoded), self.max_length, source)
+        return encoded.remove_columns(["num_tokens"])
+
+    def _check_labels(self, ds, source: str) -> None:
+        for i, v in enumerate(ds[self.label_column]):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                raise reject(source, i, f"missing label in column '{self.label_column}'; fill or remove that row")
+            if self.regression:
+                if isinstance(v, str):
+                    raise reject(source, i, f"label {v!r} is text but the model predicts a number (regression)")
+            elif v not in self._label_to_id:
+                raise reject(source, i, f"label {v!r} was not seen in training; known labels: "
+                                        f"{', '.join(self.label_names)}")
+
+    def collate(self, features: list[dict]) -> dict:
+        return self._collator(features)
+
+    def _set_tokenizer(self, tokenizer) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self._collator = DataCollatorWithPadding(tokenizer)
+
+    # ---- evaluation and prediction ------------------------------------------------
+    def eval_step(self, model, batch) -> dict:
+        labels = batch.pop("labels", None)
+        logits = model(**batch).logits.float()
+        out = {"logits": logits}
+        if labels is not None:
+            out["labels"] = labels
+        return out
+
+    def compute_metrics(self, outputs: dict, encoded=None) -> dict[str, float]:
+        from lmctl import metrics
+
+        logits, labels = np.asarray(outputs["logits"]), np.asarray(outputs["labels"])
+        if self.regression:
+            preds = logits.reshape(-1)
+            result = metrics.regression_metrics(preds.tolist(), labels.astype(float).tolist())
+            result["loss"] = float(np.mean((preds - labels) ** 2))
+            return result
+        preds = logits.argmax(-1)
+        result = metrics.classification_metrics(preds.tolist(), labels.astype(int).tolist(), len(self.label_names))
+        log_probs = logits - _logsumexp(logits)
+        result["loss"] = float(-log_probs[np.arange(len(labels)), labels.astype(int)].mean())
+        return result
+
+    def confusion(self, outputs: dict) -> tuple[list[str], np.ndarray] | None:
+        """Rows: true label, columns: predicted label."""
+        if self.regression:
+            return None
+        from sklearn.metrics import confusion_matrix
+
+        preds = np.asarray(outputs["logits"]).argmax(-1)
+        labels = np.asarray(outputs["labels"]).astype(int)
+        return self.label_names, confusion_matrix(labels, preds, labels=list(range(len(self.label_names))))
+
+    def predict_records(self, outputs: dict, encoded=None) -> list[dict]:
+        logits = np.asarray(outputs["logits"])
+        if self.regression:
+            return [{"value": float(v)} for v in logits.reshape(-1)]
+        probs = np.exp(logits - _logsumexp(logits))
+        records = []
+        for row in probs:
+            best = int(row.argmax())
+            records.append({
+                "label": self.label_names[best],
+                "score": round(float(row[best]), 6),
+                "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, row)},
+            })
+        return records
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
