@@ -1,0 +1,33 @@
+# lmctl developer entry points. Everything runs inside .venv; torch is pinned to the
+# CPU build before the package installs, so no dependency can pull a CUDA wheel.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+DATA ?= ../shared/data
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install test test-fast demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	PY=$(PY) bash scripts/demo.sh
+
+bench: install
+	$(PY) scripts/bench_finetune.py --data $(DATA)/sst2
+
+clean:
+	rm -rf runs demo .pytest_cache
