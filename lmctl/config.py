@@ -22,13 +22,63 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class FromScratchConfig(_Section):
+    family: Literal["bert", "gpt2", "t5"]
+    size: Literal["tiny", "mini", "small", "base"] = "mini"
+    overrides: dict[str, Any] = {}
+    """Any `BertConfig` / `GPT2Config` / `T5Config` field, e.g. {num_hidden_layers: 4}."""
+
+
+class TokenizerTrainingConfig(_Section):
+    """A tokenizer trained on the corpus when a from-scratch model has none."""
+
+    vocab_size: int = Field(8000, ge=100)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = True
+    """WordPiece (BERT) only; byte-level BPE and Unigram keep case."""
+    max_texts: Optional[int] = Field(None, gt=0)
+    """Train the tokenizer on at most this many texts (all by default)."""
+
+
 class ModelConfig(_Section):
     name_or_path: Optional[str] = None
     """A hub id (e.g. `bert-base-uncased`) or a local directory with a checkpoint."""
     tokenizer: Optional[str] = None
     """Tokenizer hub id or directory; defaults to `name_or_path`."""
+    from_scratch: Optional[FromScratchConfig] = None
+    """Build a randomly initialised model of a family and size instead of loading one."""
+    train_tokenizer: TokenizerTrainingConfig = TokenizerTrainingConfig()
     trust_remote_code: bool = False
     revision: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if self.from_scratch and self.name_or_path:
+            raise ValueError("give either model.name_or_path (a checkpoint) or model.from_scratch, not both")
+        return self
+
+
+class PretrainingConfig(_Section):
+    """Objective settings for masked-lm, causal-lm and span-corruption."""
+
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_masking: bool = False
+    noise_density: float = Field(0.15, gt=0, lt=1)
+    mean_noise_span_length: float = Field(3.0, ge=1)
+    eval_stride: Optional[int] = Field(None, gt=0)
+    """Causal LM perplexity: sliding-window stride (default: max_length, i.e. no overlap)."""
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(50, gt=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    num_beams: int = Field(1, gt=0)
+    seed: int = 0
+    fill_mask_top_k: int = Field(5, gt=0)
+    """`predict --mode fill-mask`: candidates per [MASK]."""
 
 
 class DataConfig(_Section):
@@ -43,6 +93,12 @@ class DataConfig(_Section):
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
+    streaming: bool = False
+    """Read the corpus lazily (pretraining on corpora larger than memory); needs training.max_steps."""
+    packing: bool = True
+    """Language modelling: concatenate documents and cut blocks of max_length (false: one line per example)."""
+    document_separator: Literal["line", "blank_line"] = "line"
+    """Text files: one document per line, or documents separated by blank lines."""
     label_names: Optional[list[str]] = None
     """Fixes the label order (id 0, 1, ...); default: sorted labels seen in train."""
     max_train_samples: Optional[int] = Field(None, gt=0)
@@ -102,6 +158,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
+    pretraining: PretrainingConfig = PretrainingConfig()
+    generation: GenerationConfig = GenerationConfig()
     output_dir: str = "runs/latest"
 
     @model_validator(mode="after")

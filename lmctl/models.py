@@ -146,3 +146,73 @@ def _ckpt_labels(name_or_path: str) -> str:
         return str(len(cfg.get("id2label") or {}) or "?")
     except (OSError, ValueError):
         return "?"
+
+
+# Size presets for `model.from_scratch`; parameter counts are in the README (they
+# depend on the vocabulary). "base" matches BERT-base / GPT-2 small / T5-base.
+PRESETS = {
+    "bert": {
+        "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+        "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+        "small": dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048),
+        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    },
+    "gpt2": {
+        "tiny": dict(n_embd=128, n_layer=2, n_head=2),
+        "mini": dict(n_embd=256, n_layer=4, n_head=4),
+        "small": dict(n_embd=512, n_layer=6, n_head=8),
+        "base": dict(n_embd=768, n_layer=12, n_head=12),
+    },
+    "t5": {
+        "tiny": dict(d_model=128, d_ff=512, d_kv=32, num_layers=2, num_heads=4),
+        "mini": dict(d_model=256, d_ff=1024, d_kv=64, num_layers=4, num_heads=4),
+        "small": dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_heads=8),
+        "base": dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12),
+    },
+}
+
+
+def scratch_config(family: str, size: str, overrides: dict, tokenizer, max_length: int, **task_kwargs):
+    """A model config of `family`/`size` sized to `tokenizer`, with user overrides on top."""
+    from transformers import BertConfig, GPT2Config, T5Config
+
+    values = dict(PRESETS[family][size])
+    if family == "bert":
+        cls = BertConfig
+        values.update(max_position_embeddings=max(512, max_length), pad_token_id=tokenizer.pad_token_id)
+    elif family == "gpt2":
+        cls = GPT2Config
+        values.update(n_positions=max(1024, max_length), bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    else:
+        cls = T5Config
+        values.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    values["vocab_size"] = len(tokenizer)
+    values.update(task_kwargs)
+    known = set(cls().to_dict()) | set(cls.attribute_map)
+    for key in overrides:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"model.from_scratch.overrides: '{key}' is not a {cls.__name__} field{hint}")
+    values.update(overrides)
+    return cls(**values)
+
+
+def build_model(auto_class, model_cfg, name_or_path: str | None, tokenizer, max_length: int, **task_kwargs):
+    """A task's model: from a checkpoint, or randomly initialised from a size preset."""
+    scratch = model_cfg.from_scratch
+    if scratch is None:
+        return load_model(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code, **task_kwargs)
+    config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
+    try:
+        return auto_class.from_config(config)
+    except ValueError as exc:
+        raise UserError(f"model.from_scratch: family '{scratch.family}' has no model for this task ({exc})") from None
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

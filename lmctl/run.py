@@ -27,22 +27,46 @@ def _quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from datasets.utils.logging import disable_progress_bar
+    from datasets.utils.logging import disable_progress_bar, set_verbosity_error
     from transformers.utils import logging as hf_logging
 
     disable_progress_bar()
+    set_verbosity_error()  # e.g. "couldn't be hashed" notes about our in-memory map functions
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*sequence length is longer than the specified maximum.*")
 
 
+PRETRAIN_TASKS = ("masked-lm", "causal-lm", "span-corruption")
+
+
 def finetune(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
-    """Train `cfg.model.name_or_path` on `cfg.data` for `cfg.task`; returns final metrics."""
+    """`lmctl finetune`: adapt a checkpoint (or a from-scratch baseline) to a task."""
+    if cfg.task == "span-corruption":
+        raise UserError("task 'span-corruption' is a pretraining objective; run it with `lmctl pretrain`")
+    return train(cfg, overwrite, console)
+
+
+def pretrain(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
+    """`lmctl pretrain`: a language-modelling objective, from scratch or continued from a checkpoint."""
+    if cfg.task not in PRETRAIN_TASKS:
+        raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of {', '.join(PRETRAIN_TASKS)} "
+                        "(or run `lmctl finetune`)")
+    return train(cfg, overwrite, console)
+
+
+def train(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
+    """Train for `cfg.task` on `cfg.data`; returns final metrics. The same path for every task."""
     console = console or Console()
     from lmctl import data, models
 
     check_output_dir(cfg.output_dir, overwrite)
-    name = models.resolve(cfg.model.name_or_path)
+    if cfg.model.from_scratch is None:
+        name = models.resolve(cfg.model.name_or_path)
+    else:
+        name = None
+        if cfg.model.tokenizer:
+            models.resolve(cfg.model.tokenizer, key="model.tokenizer")
     task = make_task(cfg, console)
     _quiet_libraries()
     text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
@@ -53,16 +77,18 @@ def finetune(cfg, overwrite: bool = False, console: Console | None = None) -> di
 
     from accelerate.utils import set_seed
 
-    from lmctl.engine.train import check_batch_size, make_accelerator, train
+    from lmctl.engine.train import check_batch_size, make_accelerator, train as train_loop
 
     accelerator = make_accelerator(cfg.training)
     check_batch_size(accelerator, cfg.training)
     set_seed(cfg.training.seed)
-    tokenizer = models.load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code)
+    tokenizer = _tokenizer_for_training(cfg, task, splits["train"], name, console)
     with accelerator.main_process_first():
-        train_enc = task.encode(splits["train"], tokenizer, True, _source(cfg, "train"))
-        eval_enc = task.encode(splits["validation"], tokenizer, True, _source(cfg, "validation"))
-    model = task.build_model(name, tokenizer, cfg.model.trust_remote_code)
+        train_enc = task.encode(splits["train"], tokenizer, "train", _source(cfg, "train"))
+        eval_enc = task.encode(splits["validation"], tokenizer, "eval", _source(cfg, "validation"))
+    model = task.build_model(name, tokenizer)
+    console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
+                f"{' (from scratch)' if name is None else ' from ' + name}")
 
     out = prepare_output_dir(cfg.output_dir, overwrite) if accelerator.is_main_process else Path(cfg.output_dir)
     accelerator.wait_for_everyone()
@@ -70,9 +96,31 @@ def finetune(cfg, overwrite: bool = False, console: Console | None = None) -> di
         (out / "config.yaml").write_text(config_lib.dump(cfg), encoding="utf-8")
         write_json(out / "environment.json", environment(accelerator))
         write_json(out / "data.json", fingerprints)
-    metrics = train(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator)
+    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator)
     console.log(f"run directory: {out}")
     return metrics
+
+
+def _tokenizer_for_training(cfg, task, train_ds, name: str | None, console):
+    """The checkpoint's tokenizer, or the configured one, or one trained on the corpus (from scratch)."""
+    from lmctl import models
+
+    if cfg.model.tokenizer or name:
+        return models.load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code,
+                                     key="model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
+    import itertools
+    import time
+
+    from lmctl.tokenizer_training import train_tokenizer
+
+    spec, family = cfg.model.train_tokenizer, cfg.model.from_scratch.family
+    start = time.perf_counter()
+    texts = list(itertools.islice(task.texts(train_ds), spec.max_texts))
+    tokenizer = train_tokenizer(family, texts, spec.vocab_size, spec.min_frequency, spec.lowercase,
+                                model_max_length=cfg.training.max_length)
+    console.log(f"tokenizer: trained {type(tokenizer).__name__} on {len(texts)} texts, vocab {len(tokenizer)} "
+                f"({time.perf_counter() - start:.1f}s)")
+    return tokenizer
 
 
 def _source(cfg, split: str) -> str:
@@ -94,23 +142,29 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
         raw["task"] = task
     if "task" not in raw:
         raw["task"] = "text-classification"
-    raw.setdefault("model", {})["name_or_path"] = model_dir
+    model = raw.setdefault("model", {})
+    model["name_or_path"] = model_dir
+    model.pop("from_scratch", None)  # a trained run is a checkpoint now
     config_lib.apply_overrides(raw, overrides)
     return config_lib.validate(raw, config_path or str(run_config))
 
 
 def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
-           description: str):
+           description: str, mode: str | None = None):
     """Load the model in `model_dir`, encode `ds`, run it; outputs come back in input order."""
     from lmctl import data, models
 
     task = make_task(cfg, console)
+    if not with_labels:
+        if mode and mode not in task.predict_modes:
+            raise UserError(f"--mode {mode}: task '{cfg.task}' predicts with: {', '.join(task.predict_modes)}")
+        task.mode = mode or task.predict_modes[0]
     data.check_columns(ds, task.columns(with_labels=with_labels), source)
     path = models.resolve(model_dir, key="--model")
     _quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer)
-    encoded = task.encode(ds, tokenizer, with_labels, source)
+    encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
 
     from lmctl.engine.infer import run_inference
     from lmctl.engine.train import make_accelerator
@@ -143,7 +197,8 @@ def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None,
     return result
 
 
-def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console) -> list[dict]:
+def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console,
+            mode: str | None = None) -> list[dict]:
     """Predict for every row of `input_file` ('-' for stdin); records come back in input order."""
     from lmctl import data
 
@@ -152,8 +207,11 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
         ds, source = _read_stdin(text_columns), "stdin"
     else:
         ds, source = data.read_table(input_file, "--input", text_columns), input_file
-    task, encoded, outputs = _infer(cfg, model_dir, ds, source, False, batch_size, console, "predict")
-    return task.predict_records(outputs, encoded)
+    task, encoded, outputs = _infer(cfg, model_dir, ds, source, False, batch_size, console, "predict", mode)
+    records = task.predict_records(outputs, encoded)
+    # Echo the input text so each line of the output stands on its own.
+    shown = [c for c in text_columns if c in ds.column_names]
+    return [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
 
 
 def _read_stdin(text_columns: tuple[str, ...]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lmctl.cli import common, config_cmd, evaluate, finetune, predict
+from lmctl.cli import common, config_cmd, evaluate, finetune, predict, pretrain
 
 app = typer.Typer(
     name="lmctl",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 COMMANDS = {
+    "pretrain": pretrain.pretrain,
     "finetune": finetune.finetune,
     "evaluate": evaluate.evaluate,
     "predict": predict.predict,

@@ -21,6 +21,8 @@ def predict(
     set_: SetOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+    mode: Annotated[Optional[str], typer.Option(
+        "--mode", help="classify | generate | score | fill-mask (default: the task's first).")] = None,
 ) -> None:
     """Predict with MODEL for every row of INPUT; one JSON object per line, in input order."""
     from lmctl import run
@@ -28,7 +30,7 @@ def predict(
     from lmctl.rundir import atomic_write_text
 
     cfg = run.config_for_model(model, config, set_ or [], task)
-    records = run.predict(cfg, model, input, batch_size, Console())
+    records = run.predict(cfg, model, input, batch_size, Console(), mode)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         atomic_write_text(output, text)

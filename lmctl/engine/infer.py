@@ -15,7 +15,7 @@ def run_inference(accelerator, model, task, encoded, batch_size: int, progress=N
     gathered with `gather_for_metrics` (which drops the padding duplicates of the last
     batch), and rows put back by the index each one carried.
     """
-    loader = accelerator.prepare(inference_dataloader(encoded, task.collate, batch_size))
+    loader = accelerator.prepare(inference_dataloader(encoded, task.eval_collate, batch_size))
     was_training = model.training
     model.eval()
     n = len(encoded)

@@ -11,6 +11,9 @@ import importlib
 
 TASKS: dict[str, str] = {
     "text-classification": "lmctl.tasks.classification:ClassificationTask",
+    "masked-lm": "lmctl.tasks.masked_lm:MaskedLMTask",
+    "causal-lm": "lmctl.tasks.causal_lm:CausalLMTask",
+    "span-corruption": "lmctl.tasks.span_corruption:SpanCorruptionTask",
 }
 
 TASK_NAMES = tuple(TASKS)

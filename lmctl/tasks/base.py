@@ -7,7 +7,7 @@ input-ordered arrays back to `compute_metrics` / `predict_records`.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from lmctl.errors import UserError
 
@@ -16,24 +16,35 @@ class Task(Protocol):
     name: str
     main_metric: str
     greater_is_better: bool
+    predict_modes: tuple[str, ...]
+    """What `lmctl predict --mode` accepts; the first is the default."""
+    mode: str
+
+    def __init__(self, cfg, console) -> None: ...
 
     def columns(self, with_labels: bool) -> dict[str, str | None]:
         """Config key → column name the task reads (None: not used)."""
 
+    def texts(self, ds) -> Iterable[str]:
+        """The raw text a tokenizer trained for this task should see."""
+
     def fit(self, train) -> None:
         """Learn what the training data defines (e.g. the label set) before the model is built."""
 
-    def build_model(self, name_or_path: str, tokenizer, trust_remote_code: bool = False):
-        """The model for training, with the task's head on `name_or_path`'s weights."""
+    def build_model(self, name_or_path: str | None, tokenizer):
+        """The model to train: the task's head on a checkpoint, or from scratch (cfg.model.from_scratch)."""
 
     def load_model(self, path: str, tokenizer):
         """A trained model for evaluate/predict; restores task state saved in its config."""
 
-    def encode(self, ds, tokenizer, with_labels: bool, source: str):
-        """Raw rows → model features plus a `length` column (tokens) for length grouping."""
+    def encode(self, ds, tokenizer, split: str, source: str):
+        """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'."""
 
     def collate(self, features: list[dict]) -> dict:
-        """Pad a list of encoded examples into a batch of tensors."""
+        """Training batches: pad (and, for pretraining objectives, corrupt) encoded examples."""
+
+    def eval_collate(self, features: list[dict]) -> dict:
+        """Evaluation/prediction batches; any randomness is seeded so scores are repeatable."""
 
     def eval_step(self, model, batch) -> dict[str, Any]:
         """Per-example tensors (first dim = batch) that metrics or predictions need."""

@@ -98,13 +98,13 @@ class ClassificationTask:
         )
 
     # ---- models -----------------------------------------------------------------
-    def build_model(self, name_or_path: str, tokenizer, trust_remote_code: bool = False):
+    def build_model(self, name_or_path: str | None, tokenizer):
         from transformers import AutoModelForSequenceClassification
 
-        from lmctl.models import load_model
+        from lmctl.models import build_model
 
-        return load_model(AutoModelForSequenceClassification, name_or_path, tokenizer, trust_remote_code,
-                          **self._model_kwargs())
+        return build_model(AutoModelForSequenceClassification, self.cfg.model, name_or_path, tokenizer,
+                           self.max_length, **self._model_kwargs())
 
     def load_model(self, path: str, tokenizer):
         from transformers import AutoModelForSequenceClassification
@@ -126,7 +126,14 @@ class ClassificationTask:
         return model
 
     # ---- data -------------------------------------------------------------------
-    def encode(self, ds, tokenizer, with_labels: bool, source: str):
+    def texts(self, ds):
+        """The raw text a tokenizer trained for this task should see."""
+        for column in (self.text_column, self.pair_column):
+            if column:
+                yield from ds[column]
+
+    def encode(self, ds, tokenizer, split: str, source: str):
+        with_labels = split != "predict"
         self._set_tokenizer(tokenizer)
         check_column_values_are_text(ds, self.text_column, source)
         check_column_values_are_text(ds, self.pair_column, source)
@@ -163,6 +170,10 @@ class ClassificationTask:
 
     def collate(self, features: list[dict]) -> dict:
         return self._collator(features)
+
+    eval_collate = collate
+    predict_modes = ("classify",)
+    mode = "classify"
 
     def _set_tokenizer(self, tokenizer) -> None:
         from transformers import DataCollatorWithPadding

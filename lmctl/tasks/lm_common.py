@@ -1,0 +1,148 @@
+"""What the language-modelling tasks share: corpus columns, packing, token NLL, perplexity.
+
+Tasks hold these helpers rather than inherit them (see STYLE.md): each objective file
+reads as the whole story of that objective.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from contextlib import contextmanager
+
+import numpy as np
+
+from lmctl.errors import UserError
+from lmctl.tasks.base import check_column_values_are_text, report_truncation
+
+
+class TextCorpus:
+    """The text column of a corpus, tokenized and packed into blocks (or kept line by line)."""
+
+    def __init__(self, cfg, console):
+        self.column = cfg.data.text_column
+        self.packing = cfg.data.packing
+        self.max_length = cfg.training.max_length
+        self.console = console
+
+    def columns(self) -> dict[str, str | None]:
+        return {"data.text_column": self.column}
+
+    def texts(self, ds):
+        yield from ds[self.column]
+
+    def tokenize(self, ds, tokenizer, add_special_tokens: bool, append_eos: bool, extra: dict | None = None):
+        """Documents → token ids (no truncation yet); empty documents (blank lines) are dropped."""
+        eos = tokenizer.eos_token_id
+
+        def run(batch):
+            enc = tokenizer(batch[self.column], add_special_tokens=add_special_tokens, verbose=False, **(extra or {}))
+            if append_eos and eos is not None:
+                enc["input_ids"] = [ids + [eos] for ids in enc["input_ids"]]
+                for key in ("attention_mask", "special_tokens_mask"):
+                    if key in enc:
+                        enc[key] = [m + [1] for m in enc[key]]
+                if "offset_mapping" in enc:
+                    enc["offset_mapping"] = [o + [(0, 0)] for o in enc["offset_mapping"]]
+            return enc
+
+        ds = ds.filter(lambda b: [isinstance(t, str) and bool(t.strip()) for t in b[self.column]], batched=True)
+        if len(ds) == 0:
+            raise UserError(f"column '{self.column}': no non-empty text; check data.text_column and the file")
+        return ds.map(run, batched=True, remove_columns=ds.column_names)
+
+    def blocks(self, tokenized, block_size: int, source: str):
+        """Pack: concatenate documents and cut `block_size` blocks (the tail of each 1,000 documents is
+        dropped, as in run_clm); line by line: one truncated example per document."""
+        if not self.packing:
+            n_long = sum(1 for ids in tokenized["input_ids"] if len(ids) > block_size)
+            report_truncation(self.console, n_long, len(tokenized), block_size, source)
+
+            def cut(batch):
+                return {k: [v[:block_size] for v in vals] for k, vals in batch.items()}
+
+            out = tokenized.map(cut, batched=True)
+        else:
+            def pack(batch):
+                joined = {k: [x for seq in vals for x in seq] for k, vals in batch.items()}
+                total = len(joined["input_ids"])
+                if total >= block_size:
+                    total = (total // block_size) * block_size
+                # A corpus shorter than one block still yields one (short) block.
+                return {k: [v[i:i + block_size] for i in range(0, total, block_size)] for k, v in joined.items()}
+
+            out = tokenized.map(pack, batched=True, batch_size=1000)
+        return out.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
+
+
+def pad_batch(features: list[dict], pad_id: int, left: bool = False) -> dict:
+    """Pad input_ids (pad_id), attention_mask (0) and labels (-100) to the longest row."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    out: dict[str, list] = {}
+    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", -100)):
+        if key == "attention_mask" and "attention_mask" not in features[0]:
+            rows = [[1] * len(f["input_ids"]) for f in features]
+        elif key not in features[0]:
+            continue
+        else:
+            rows = [list(f[key]) for f in features]
+        out[key] = [([fill] * (width - len(r)) + r) if left else (r + [fill] * (width - len(r))) for r in rows]
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+
+
+@contextmanager
+def seeded(features: list[dict], seed: int):
+    """Seed torch's RNG from the batch's content, so evaluation noise (masks, spans) is the same on
+    every evaluation of the same data, and training randomness is left untouched afterwards."""
+    import torch
+
+    key = zlib.crc32(np.asarray(features[0]["input_ids"], dtype=np.int64).tobytes()) ^ len(features)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + key)
+        yield
+
+
+def token_nll(logits, labels, shift: bool):
+    """Per-example summed negative log-likelihood and target count (labels == -100 ignored)."""
+    import torch.nn.functional as F
+
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = labels != -100
+    return (loss * mask).sum(1), mask.sum(1)
+
+
+def perplexity_metrics(outputs: dict) -> dict[str, float]:
+    nll = float(np.sum(outputs["nll"]))
+    count = float(np.sum(outputs["tokens"]))
+    loss = nll / max(count, 1.0)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
+
+
+def generation_kwargs(cfg, tokenizer) -> dict:
+    g = cfg.generation
+    kwargs = dict(max_new_tokens=g.max_new_tokens, num_beams=g.num_beams, do_sample=g.do_sample,
+                  pad_token_id=tokenizer.pad_token_id)
+    if g.do_sample:
+        kwargs.update(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+    return kwargs
+
+
+def encode_prompts(ds, column: str, tokenizer, max_length: int, source: str, console, add_special_tokens: bool):
+    """Predict-time inputs: one example per row, truncated (and reported) at max_length."""
+    check_column_values_are_text(ds, column, source)
+
+    def run(batch):
+        enc = tokenizer(batch[column], add_special_tokens=add_special_tokens, verbose=False)
+        enc["num_tokens"] = [len(x) for x in enc["input_ids"]]
+        enc = {k: [v[:max_length] for v in vals] if k != "num_tokens" else vals for k, vals in enc.items()}
+        enc["length"] = [len(x) for x in enc["input_ids"]]
+        return enc
+
+    encoded = ds.map(run, batched=True, remove_columns=ds.column_names)
+    n_long = sum(1 for n in encoded["num_tokens"] if n > max_length)
+    report_truncation(console, n_long, len(encoded), max_length, source)
+    return encoded.remove_columns(["num_tokens"])

@@ -1,0 +1,115 @@
+"""Masked language modelling (BERT family): 15% of tokens, 80% [MASK] / 10% random / 10% kept.
+
+Evaluation reports masked-token loss and perplexity: the exponent of the mean loss over
+the masked positions only, with masks drawn from a seed fixed by the batch's content,
+so the same model on the same file gets the same figure. It is not comparable with a
+causal LM's perplexity. `predict --mode fill-mask` returns the top-k tokens for each
+mask token in each input line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmctl.tasks.lm_common import TextCorpus, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll
+
+
+class MaskedLMTask:
+    name = "masked-lm"
+    main_metric = "loss"
+    greater_is_better = False
+    predict_modes = ("fill-mask",)
+
+    def __init__(self, cfg, console):
+        self.cfg = cfg
+        self.console = console
+        self.corpus = TextCorpus(cfg, console)
+        self.max_length = cfg.training.max_length
+        self.mode = "eval"
+        self.tokenizer = None
+        self._collator = None
+
+    def columns(self, with_labels: bool) -> dict:
+        return self.corpus.columns()
+
+    def texts(self, ds):
+        return self.corpus.texts(ds)
+
+    def fit(self, train) -> None:
+        pass
+
+    def build_model(self, name_or_path, tokenizer):
+        from transformers import AutoModelForMaskedLM
+
+        from lmctl.models import build_model
+
+        return build_model(AutoModelForMaskedLM, self.cfg.model, name_or_path, tokenizer, self.max_length)
+
+    def load_model(self, path: str, tokenizer):
+        from transformers import AutoModelForMaskedLM
+
+        from lmctl.models import load_model
+
+        return load_model(AutoModelForMaskedLM, path, tokenizer, key="--model")
+
+    # ---- data -------------------------------------------------------------------
+    def encode(self, ds, tokenizer, split: str, source: str):
+        from transformers import DataCollatorForLanguageModeling
+
+        from lmctl.errors import UserError
+
+        if tokenizer.mask_token is None:
+            raise UserError(f"model: tokenizer {type(tokenizer).__name__} has no mask token; masked-lm needs a "
+                            "BERT-family tokenizer")
+        self.tokenizer = tokenizer
+        wwm = self.cfg.pretraining.whole_word_masking
+        self._collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=self.cfg.pretraining.mlm_probability, whole_word_mask=wwm)
+        if split == "predict":
+            return encode_prompts(ds, self.corpus.column, tokenizer, self.max_length, source, self.console,
+                                  add_special_tokens=True)
+        extra = {"return_special_tokens_mask": True}
+        if wwm:
+            extra["return_offsets_mapping"] = True  # word boundaries for whole-word masking
+        tokenized = self.corpus.tokenize(ds, tokenizer, add_special_tokens=True, append_eos=False, extra=extra)
+        return self.corpus.blocks(tokenized, self.max_length, source)
+
+    def collate(self, features: list[dict]) -> dict:
+        return self._collator(features)
+
+    def eval_collate(self, features: list[dict]) -> dict:
+        if self.mode == "fill-mask":
+            return pad_batch(features, self.tokenizer.pad_token_id)
+        with seeded(features, self.cfg.training.seed):
+            return self._collator(features)
+
+    # ---- evaluation and prediction ------------------------------------------------
+    def eval_step(self, model, batch) -> dict:
+        import torch
+
+        labels = batch.pop("labels", None)
+        logits = model(**batch).logits
+        if self.mode == "fill-mask":
+            k = self.cfg.generation.fill_mask_top_k
+            probs, ids = torch.softmax(logits.float(), -1).topk(k, dim=-1)
+            return {"top_ids": ids, "top_probs": probs, "input_ids": batch["input_ids"]}
+        nll, tokens = token_nll(logits, labels, shift=False)
+        return {"nll": nll, "tokens": tokens}
+
+    def compute_metrics(self, outputs: dict, encoded=None) -> dict:
+        return perplexity_metrics(outputs)
+
+    def predict_records(self, outputs: dict, encoded=None) -> list[dict]:
+        tok = self.tokenizer
+        records = []
+        for ids, top_ids, top_probs in zip(outputs["input_ids"], outputs["top_ids"], outputs["top_probs"]):
+            ids = np.asarray(ids)
+            positions = np.nonzero(ids == tok.mask_token_id)[0]
+            masks = [[{"token": tok.convert_ids_to_tokens(int(t)), "score": round(float(p), 6)}
+                      for t, p in zip(top_ids[pos], top_probs[pos])] for pos in positions]
+            filled = ids.copy()
+            for pos in positions:
+                filled[pos] = top_ids[pos][0]
+            keep = [int(t) for t in filled if t >= 0 and t != tok.pad_token_id]
+            records.append({"masks": masks, "filled": tok.decode(keep, skip_special_tokens=True)})
+        return records

@@ -1,0 +1,185 @@
+"""T5 span corruption: spans of the input replaced by sentinels, the model writes them out.
+
+As in the T5 paper (Raffel et al., 2020, section 3.1.4): noise density 0.15, mean span
+length 3; span lengths come from a random segmentation, each noise span becomes one
+`<extra_id_k>` in the inputs (k counting up from 0), and the targets are the sentinels
+followed by the tokens they replaced, then eos. Hugging Face ships this collator for
+Flax only; this is a PyTorch port of the same algorithm. Blocks hold as many raw
+tokens as make exactly `max_length` input tokens after corruption.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmctl.errors import UserError
+from lmctl.tasks.causal_lm import decode_generated
+from lmctl.tasks.lm_common import (
+    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, seeded, token_nll,
+)
+
+
+def inputs_and_targets_length(inputs_length: int, noise_density: float, mean_span: float) -> tuple[int, int]:
+    """Raw tokens per block, and target length, such that corrupted inputs are `inputs_length` long."""
+
+    def lengths(tokens: int) -> tuple[int, int]:
+        noise = int(round(tokens * noise_density))
+        spans = int(round(noise / mean_span))
+        return tokens - noise + spans + 1, noise + spans + 1
+
+    tokens = inputs_length
+    while lengths(tokens + 1)[0] <= inputs_length:
+        tokens += 1
+    return tokens, lengths(tokens)[1]
+
+
+def _random_segmentation(num_items: int, num_segments: int) -> torch.Tensor:
+    """Split `num_items` into `num_segments` non-empty parts at random; returns the part lengths."""
+    first = torch.zeros(num_items, dtype=torch.long)
+    cuts = torch.randperm(num_items - 1)[: num_segments - 1] + 1
+    first[cuts] = 1
+    segment_id = torch.cumsum(first, 0)
+    return torch.bincount(segment_id, minlength=num_segments)
+
+
+def noise_mask(length: int, noise_density: float, mean_span: float) -> torch.Tensor:
+    """Boolean mask of noise positions: about `noise_density` of the tokens in spans of mean `mean_span`."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_span)), 1)
+    num_spans = min(num_spans, num_noise, length - num_noise)
+    noise_lengths = _random_segmentation(num_noise, num_spans)
+    keep_lengths = _random_segmentation(length - num_noise, num_spans)
+    interleaved = torch.stack([keep_lengths, noise_lengths], 1).reshape(-1)  # keep, noise, keep, noise, ...
+    starts = torch.cumsum(interleaved, 0)[:-1]
+    indicator = torch.zeros(length, dtype=torch.long)
+    indicator[starts] = 1
+    return torch.cumsum(indicator, 0) % 2 == 1
+
+
+def corrupt(ids: list[int], mask: torch.Tensor, sentinels: list[int], eos: int) -> tuple[list[int], list[int]]:
+    """Inputs keep the non-noise tokens with one sentinel per noise span; targets are the inverse."""
+
+    def fill(keep: torch.Tensor) -> list[int]:
+        out, span, prev = [], 0, False
+        for token, drop in zip(ids, (~keep).tolist()):
+            if drop:
+                if not prev:
+                    out.append(sentinels[span])
+                    span += 1
+                prev = True
+            else:
+                out.append(token)
+                prev = False
+        return out + [eos]
+
+    return fill(~mask), fill(mask)
+
+
+class SpanCorruptionTask:
+    name = "span-corruption"
+    main_metric = "loss"
+    greater_is_better = False
+    predict_modes = ("generate",)
+
+    def __init__(self, cfg, console):
+        self.cfg = cfg
+        self.console = console
+        self.corpus = TextCorpus(cfg, console)
+        self.max_length = cfg.training.max_length
+        self.mode = "eval"
+        self.tokenizer = None
+        self.sentinels: list[int] = []
+
+    def columns(self, with_labels: bool) -> dict:
+        return self.corpus.columns()
+
+    def texts(self, ds):
+        return self.corpus.texts(ds)
+
+    def fit(self, train) -> None:
+        pass
+
+    def build_model(self, name_or_path, tokenizer):
+        from transformers import AutoModelForSeq2SeqLM
+
+        from lmctl.models import build_model
+
+        return build_model(AutoModelForSeq2SeqLM, self.cfg.model, name_or_path, tokenizer, self.max_length)
+
+    def load_model(self, path: str, tokenizer):
+        from transformers import AutoModelForSeq2SeqLM, set_seed
+
+        from lmctl.models import load_model
+
+        set_seed(self.cfg.generation.seed)
+        return load_model(AutoModelForSeq2SeqLM, path, tokenizer, key="--model")
+
+    # ---- data -------------------------------------------------------------------
+    def _set_tokenizer(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        ids = []
+        for k in range(1000):
+            token_id = tokenizer.convert_tokens_to_ids(f"<extra_id_{k}>")
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                break
+            ids.append(token_id)
+        if not ids:
+            raise UserError("model: the tokenizer has no <extra_id_N> sentinel tokens; span-corruption needs a "
+                            "T5-family tokenizer")
+        self.sentinels = ids
+
+    def encode(self, ds, tokenizer, split: str, source: str):
+        self._set_tokenizer(tokenizer)
+        if split == "predict":
+            return encode_prompts(ds, self.corpus.column, tokenizer, self.max_length, source, self.console,
+                                  add_special_tokens=True)
+        p = self.cfg.pretraining
+        raw_length, _ = inputs_and_targets_length(self.max_length, p.noise_density, p.mean_noise_span_length)
+        tokenized = self.corpus.tokenize(ds, tokenizer, add_special_tokens=False, append_eos=False)
+        tokenized = tokenized.select_columns(["input_ids"])
+        return self.corpus.blocks(tokenized, raw_length, source)
+
+    def collate(self, features: list[dict]) -> dict:
+        p = self.cfg.pretraining
+        rows = []
+        for f in features:
+            ids = list(f["input_ids"])
+            if len(ids) < 2:
+                inputs, labels = ids + [self.tokenizer.eos_token_id], [self.tokenizer.eos_token_id]
+            else:
+                mask = noise_mask(len(ids), p.noise_density, p.mean_noise_span_length)
+                if int(mask.sum()) > 0 and len(self.sentinels) < _count_spans(mask):
+                    raise UserError(f"span-corruption: a block needs {_count_spans(mask)} sentinels but the "
+                                    f"tokenizer has {len(self.sentinels)}; lower training.max_length")
+                inputs, labels = corrupt(ids, mask, self.sentinels, self.tokenizer.eos_token_id)
+            rows.append({"input_ids": inputs, "labels": labels})
+        batch = pad_batch([{"input_ids": r["input_ids"]} for r in rows], self.tokenizer.pad_token_id)
+        labels = pad_batch([{"input_ids": r["labels"]} for r in rows], -100)["input_ids"]
+        batch["labels"] = labels.contiguous()  # T5 requires contiguous labels (STACK-NOTES)
+        return batch
+
+    def eval_collate(self, features: list[dict]) -> dict:
+        if self.mode == "generate":
+            return pad_batch(features, self.tokenizer.pad_token_id)
+        with seeded(features, self.cfg.training.seed):
+            return self.collate(features)
+
+    # ---- evaluation and prediction ------------------------------------------------
+    def eval_step(self, model, batch) -> dict:
+        if self.mode == "generate":
+            return {"generated": model.generate(**batch, **generation_kwargs(self.cfg, self.tokenizer))}
+        labels = batch.pop("labels")
+        logits = model(**batch, labels=labels).logits
+        nll, tokens = token_nll(logits, labels, shift=False)
+        return {"nll": nll, "tokens": tokens}
+
+    def compute_metrics(self, outputs: dict, encoded=None) -> dict:
+        return perplexity_metrics(outputs)
+
+    def predict_records(self, outputs: dict, encoded=None) -> list[dict]:
+        return [{"generated": decode_generated(self.tokenizer, ids)} for ids in outputs["generated"]]
+
+
+def _count_spans(mask: torch.Tensor) -> int:
+    m = mask.long()
+    return int(((m[1:] - m[:-1]) == 1).sum() + m[0])

@@ -1,0 +1,107 @@
+"""Train a tokenizer on a corpus for a from-scratch model, in the family's own format.
+
+WordPiece for BERT, byte-level BPE for GPT-2, Unigram with `<extra_id_N>` sentinels
+for T5, each wrapped in the family's `transformers` tokenizer class so the saved
+directory reloads with `AutoTokenizer` like any hub checkpoint. CJK text: BERT's
+normaliser puts spaces around every CJK character (per-character tokens, as
+bert-base-chinese does); byte-level BPE can encode any string; Unigram learns
+characters and frequent words and gets every character seen in training.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections import Counter
+from typing import Iterable
+
+T5_NUM_SENTINELS = 100
+_ASCII = list(string.ascii_letters + string.digits + string.punctuation)
+
+
+def _model_json(tok) -> dict:
+    return json.loads(tok.to_str())["model"]
+
+
+def _frequent_chars(texts: list[str], min_count: int = 1) -> list[str]:
+    counts = Counter(ch for t in texts for ch in t if not ch.isspace())
+    return [c for c, n in counts.items() if n >= min_count]
+
+
+def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool = True,
+                    model_max_length: int = 512):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    raw.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
+    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    alphabet = [c.lower() if lowercase else c for c in _ASCII + _frequent_chars(texts)]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], initial_alphabet=sorted(set(alphabet)),
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    vocab = dict(_model_json(raw)["vocab"])
+    # WordPiece only learns "##x" for characters it saw mid-word; without all ASCII
+    # continuations an unseen word would collapse into a single [UNK].
+    for c in _ASCII:
+        c = c.lower() if lowercase else c
+        if f"##{c}" not in vocab:
+            vocab[f"##{c}"] = len(vocab)
+    return BertTokenizer(vocab=vocab, do_lower_case=lowercase, tokenize_chinese_chars=True,
+                         model_max_length=model_max_length)
+
+
+def train_byte_bpe(texts: list[str], vocab_size: int, min_frequency: int, model_max_length: int = 1024):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Tokenizer
+
+    eos = "<|endoftext|>"
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[eos], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: any string is encodable
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    model = _model_json(raw)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    # GPT-2 has one special token that is bos, eos and (by convention) pad.
+    return GPT2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=eos, bos_token=eos, eos_token=eos,
+                         pad_token=eos, model_max_length=model_max_length)
+
+
+def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, model_max_length: int = 512,
+                  num_sentinels: int = T5_NUM_SENTINELS):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    raw = Tokenizer(models.Unigram())
+    # The pre-tokenisation T5Tokenizer applies, so learnt pieces carry its "▁" word marker.
+    raw.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+    ])
+    trainer = trainers.UnigramTrainer(
+        vocab_size=max(vocab_size - num_sentinels, 50), show_progress=False, unk_token="<unk>",
+        special_tokens=["<pad>", "</s>", "<unk>"],  # T5's layout: pad 0, eos 1, unk 2
+        initial_alphabet=sorted(set(_ASCII + _frequent_chars(texts, min_frequency))),
+        max_piece_length=16,
+    )
+    raw.train_from_iterator(texts, trainer=trainer)
+    pieces = [(p, float(s)) for p, s in _model_json(raw)["vocab"]]
+    # T5 puts sentinels last, in reverse: <extra_id_0> is the highest id.
+    pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(num_sentinels))]
+    return T5Tokenizer(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length)
+
+
+TRAINERS = {"bert": train_wordpiece, "gpt2": train_byte_bpe, "t5": train_unigram}
+
+
+def train_tokenizer(family: str, texts: Iterable[str], vocab_size: int, min_frequency: int,
+                    lowercase: bool = True, model_max_length: int = 512):
+    texts = [t for t in texts if t and t.strip()]
+    if family == "bert":
+        return train_wordpiece(texts, vocab_size, min_frequency, lowercase, model_max_length)
+    return TRAINERS[family](texts, vocab_size, min_frequency, model_max_length)
