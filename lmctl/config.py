@@ -163,6 +163,14 @@ class Config(_Section):
     output_dir: str = "runs/latest"
 
     @model_validator(mode="after")
+    def _streaming_needs_steps(self) -> "Config":
+        if self.data.streaming and not self.training.max_steps:
+            raise ValueError("data.streaming: a stream has no length; set training.max_steps")
+        if self.data.streaming and self.task not in ("masked-lm", "causal-lm", "span-corruption"):
+            raise ValueError("data.streaming: only the pretraining objectives read streams; set it to false")
+        return self
+
+    @model_validator(mode="after")
     def _known_task(self) -> "Config":
         from lmctl.tasks import TASK_NAMES  # a plain tuple of names: no heavy imports
 

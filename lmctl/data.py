@@ -15,7 +15,10 @@ from pathlib import Path
 
 from lmctl.errors import UserError
 
-SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+SUFFIXES = {
+    ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
+    ".txt": "txt", ".text": "txt", ".tokens": "txt", ".raw": "txt",  # WikiText ships .tokens / .raw
+}
 
 
 def file_format(path: str | Path) -> str:
@@ -55,7 +58,34 @@ def _decode(path: Path) -> str:
         ) from None
 
 
-def read_frame(path: str | Path, text_columns: tuple[str, ...] = ()):
+def expand(spec: str, key: str) -> list[Path]:
+    """A file, a folder (every data file below it) or a glob → the files, sorted."""
+    import glob
+
+    p = Path(spec)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+        if not files:
+            raise UserError(f"{key}: folder {p} holds no data files ({', '.join(SUFFIXES)})")
+        return files
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+        if not files:
+            raise UserError(f"{key}: no file matches '{spec}'; check the pattern")
+        return files
+    return [p]
+
+
+def split_documents(text: str, separator: str) -> list[str]:
+    """One document per line, or documents separated by blank lines (lines inside joined by newlines)."""
+    if separator == "line":
+        return text.splitlines()
+    import re
+
+    return [doc.strip("\n") for doc in re.split(r"\n[ \t]*\n", text) if doc.strip()]
+
+
+def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_separator: str = "line"):
     """Read one local file into a pandas DataFrame; text columns stay strings."""
     import pandas as pd
 
@@ -66,8 +96,8 @@ def read_frame(path: str | Path, text_columns: tuple[str, ...] = ()):
             return pd.read_parquet(p)
         text = _decode(p)
         if fmt == "txt":
-            lines = text.splitlines()
-            return pd.DataFrame({(text_columns[0] if text_columns else "text"): lines})
+            docs = split_documents(text, document_separator)
+            return pd.DataFrame({(text_columns[0] if text_columns else "text"): docs})
         if fmt in ("csv", "tsv"):
             dtypes = {c: str for c in text_columns}
             kwargs = dict(sep="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
@@ -96,20 +126,55 @@ def _read_json_records(text: str, path: Path):
     return pd.DataFrame.from_records(obj)
 
 
-def read_table(path: str | Path, key: str, text_columns: tuple[str, ...] = ()):
-    """Read a local data file into a `datasets.Dataset`, with clear errors."""
+def read_table(spec: str | Path, key: str, text_columns: tuple[str, ...] = (), document_separator: str = "line"):
+    """Read a local data file (or a folder / glob of them) into a `datasets.Dataset`, with clear errors."""
+    import pandas as pd
     from datasets import Dataset
 
-    check_file(path, key)
-    frame = read_frame(path, text_columns)
-    if len(frame) == 0:
-        raise UserError(f"{key}: {path} has a header but no data rows")
+    frames = []
+    for path in expand(str(spec), key):
+        check_file(path, key)
+        frame = read_frame(path, text_columns, document_separator)
+        if len(frame) == 0:
+            raise UserError(f"{key}: {path} has a header but no data rows")
+        frames.append(frame)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return Dataset.from_pandas(frame, preserve_index=False)
+
+
+def fingerprint(spec: str, key: str) -> dict | list:
+    from lmctl.rundir import file_fingerprint
+
+    files = expand(spec, key)
+    prints = [file_fingerprint(f) for f in files]
+    return prints[0] if len(prints) == 1 else prints
+
+
+_BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet", "txt": "text"}
+
+
+def stream_table(spec: str, key: str, document_separator: str = "line"):
+    """A corpus read lazily (`data.streaming`): `datasets`' own builders, one pass, nothing in memory."""
+    from datasets import load_dataset
+
+    files = [str(f) for f in expand(spec, key)]
+    for f in files:
+        check_file(f, key)
+    fmt = file_format(files[0])
+    kwargs = {}
+    if fmt == "tsv":
+        kwargs = dict(sep="\t", quoting=csv.QUOTE_NONE)
+    if fmt == "txt" and document_separator == "blank_line":
+        kwargs = dict(sample_by="paragraph")
+    return load_dataset(_BUILDERS[fmt], data_files=files, split="train", streaming=True, **kwargs)
 
 
 def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
     """`columns` maps config key → column name; None means the column is not used."""
-    have = list(ds.column_names)
+    names = ds.column_names
+    if names is None:  # a stream whose columns are only known once read
+        names = list(next(iter(ds)).keys())
+    have = list(names)
     for key, name in columns.items():
         if name is not None and name not in have:
             raise UserError(
@@ -152,8 +217,6 @@ def load_hub_dataset(name: str, config: str | None):
 
 def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
     """Train and validation splits from the config, plus their fingerprints."""
-    from lmctl.rundir import file_fingerprint
-
     d = cfg.data
     fingerprints: dict = {}
     if d.dataset_name:
@@ -164,12 +227,23 @@ def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
     else:
         if not d.train_file:
             raise UserError("data.train_file: not set; give a training file (csv, tsv, json, jsonl or parquet)")
-        train = read_table(d.train_file, "data.train_file", text_columns)
-        fingerprints["train_file"] = file_fingerprint(d.train_file)
+        sep = d.document_separator
+        if d.streaming:
+            train = stream_table(d.train_file, "data.train_file", sep)
+        else:
+            train = read_table(d.train_file, "data.train_file", text_columns, sep)
+        fingerprints["train_file"] = fingerprint(d.train_file, "data.train_file")
         validation = None
         if d.validation_file:
-            validation = read_table(d.validation_file, "data.validation_file", text_columns)
-            fingerprints["validation_file"] = file_fingerprint(d.validation_file)
+            validation = read_table(d.validation_file, "data.validation_file", text_columns, sep)
+            fingerprints["validation_file"] = fingerprint(d.validation_file, "data.validation_file")
+    if d.streaming:
+        if validation is None:
+            raise UserError("data.streaming: a held-out split cannot be carved from a stream; set data.validation_file")
+        train = train.shuffle(seed=cfg.training.seed, buffer_size=10_000)
+        validation = subsample(validation, d.max_eval_samples, cfg.training.seed)
+        fingerprints["rows"] = {"train": "streamed", "validation": len(validation)}
+        return {"train": train, "validation": validation}, fingerprints
     if validation is None:
         parts = train.train_test_split(test_size=d.validation_split, seed=cfg.training.seed)
         train, validation = parts["train"], parts["test"]

@@ -123,6 +123,7 @@ def run_trainer(args: argparse.Namespace) -> None:
                               Trainer, TrainingArguments, set_seed)
 
     transformers.utils.logging.set_verbosity_error()  # as lmctl: no LOAD REPORT table for the new head
+    transformers.utils.logging.disable_progress_bar()
     import datasets
 
     datasets.utils.logging.disable_progress_bar()
@@ -160,7 +161,8 @@ def run_trainer(args: argparse.Namespace) -> None:
     )
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
-    print(f"trainer: {len(train_ds)} train rows, optim {targs.optim}, sampler {targs.train_sampling_strategy}, "
+    optim = getattr(targs.optim, "value", targs.optim)
+    print(f"trainer: {len(train_ds)} train rows, optim {optim}, sampler {targs.train_sampling_strategy}, "
           f"{torch.get_num_threads()} threads", flush=True)
     train_out = trainer.train()
     m = train_out.metrics
@@ -189,7 +191,7 @@ def run_trainer(args: argparse.Namespace) -> None:
         "completed_steps": int(train_out.global_step),
         "train_loss": float(train_out.training_loss),
         "eval_seconds": round(eval_seconds, 3),
-        "optim": str(targs.optim),
+        "optim": str(optim),
         "fused_adamw": fused,
         "torch_threads": torch.get_num_threads(),
     }
@@ -261,11 +263,15 @@ def child_env(threads: int) -> dict:
     return env
 
 
-def run_child(name: str, cmd: list[str], env: dict, log_path: Path) -> float:
+def run_child(name: str, cmd: list[str], env: dict, log_path: Path) -> tuple[float, float]:
     # cwd is the work folder (log_path's), not the repo: `python -m lmctl` puts cwd first on sys.path.
     """Run `cmd`, echo its output to stderr prefixed with [name], keep it in log_path; returns wall seconds."""
     print(f"[{name}] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    import resource
+
     tail: deque[str] = deque(maxlen=40)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=str(log_path.parent), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -277,11 +283,13 @@ def run_child(name: str, cmd: list[str], env: dict, log_path: Path) -> float:
             print(f"[{name}] {line.rstrip()}", file=sys.stderr, flush=True)
         rc = proc.wait()
     wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
     if rc != 0:
         print(f"error: the {name} run failed (exit {rc}); last lines (full log: {log_path}):", file=sys.stderr)
         print("\n".join(tail), file=sys.stderr)
         raise SystemExit(1)
-    return wall
+    return wall, cpu
 
 
 def lmctl_source() -> str:
@@ -382,7 +390,8 @@ def main() -> None:
             out_dir = work / "lmctl-out"
             cfg_path = work / "lmctl.yaml"
             cfg_path.write_text(lmctl_config(model, train_file, dev_file, out_dir, args), encoding="utf-8")
-            wall = run_child("lmctl", [sys.executable, "-m", "lmctl", "finetune", str(cfg_path), "--overwrite"], env,
+            load = os.getloadavg()[0]
+            wall, cpu = run_child("lmctl", [sys.executable, "-m", "lmctl", "finetune", str(cfg_path), "--overwrite"], env,
                              work / "lmctl.log")
             m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
             env_json = json.loads((out_dir / "environment.json").read_text(encoding="utf-8"))
@@ -396,6 +405,8 @@ def main() -> None:
                 "completed_steps": m.get("completed_steps"),
                 "torch_threads": env_json.get("torch_threads"),
                 "wall_seconds": round(wall, 2),
+                "cpu_seconds": round(cpu, 2),
+                "load_before": round(load, 2),
                 "metrics_json": m,
             }
         # B) Trainer
@@ -405,9 +416,10 @@ def main() -> None:
                    "--train-file", str(train_file), "--dev-file", str(dev_file), "--result", str(result_path),
                    "--workdir", str(work), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                    "--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed)]
-            wall = run_child("trainer", cmd, env, work / "trainer.log")
+            load = os.getloadavg()[0]
+            wall, cpu = run_child("trainer", cmd, env, work / "trainer.log")
             results["trainer"] = json.loads(result_path.read_text(encoding="utf-8"))
-            results["trainer"]["wall_seconds"] = round(wall, 2)
+            results["trainer"].update(wall_seconds=round(wall, 2), cpu_seconds=round(cpu, 2), load_before=round(load, 2))
 
         report = report_table(results, setup, threads)
         if args.output_json:
@@ -423,9 +435,10 @@ def main() -> None:
 
 
 def report_table(results: dict, setup: dict, threads: int) -> dict:
-    print("== results (train seconds exclude evaluation; samples/s = train rows x epochs / train seconds)")
-    header = ["", "samples/s", "train s", "tokens/s", "steps", "dev acc", "threads", "wall s"]
-    widths = [8, 10, 9, 10, 6, 8, 8, 8]
+    print("== results (train s excludes evaluation; samples/s = train rows x epochs / train s;")
+    print("   cpu = the child's CPU seconds / wall seconds, at most the thread count; load = 1-min load average before)")
+    header = ["", "samples/s", "train s", "tokens/s", "steps", "dev acc", "threads", "wall s", "cpu", "load"]
+    widths = [8, 10, 9, 10, 6, 8, 8, 7, 5, 5]
     print(fmt_row(header, widths))
     for side in ("lmctl", "trainer"):
         r = results.get(side)
@@ -434,7 +447,8 @@ def report_table(results: dict, setup: dict, threads: int) -> dict:
         tps = r.get("tokens_per_second")
         print(fmt_row([side, f"{r['samples_per_second']:.1f}", f"{r['train_seconds']:.1f}",
                        f"{tps:.0f}" if tps else "-", r.get("completed_steps", "-"),
-                       f"{r['eval_accuracy']:.4f}", r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}"], widths))
+                       f"{r['eval_accuracy']:.4f}", r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
+                       f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}", f"{r['load_before']:.1f}"], widths))
     comparison: dict = {}
     if "lmctl" in results and "trainer" in results:
         a, b = results["lmctl"], results["trainer"]
@@ -442,12 +456,17 @@ def report_table(results: dict, setup: dict, threads: int) -> dict:
             "speedup_samples_per_second": a["samples_per_second"] / b["samples_per_second"],
             "accuracy_diff_points": 100 * (a["eval_accuracy"] - b["eval_accuracy"]),
         }
-        print(f"speed   lmctl/Trainer samples/s: {comparison['speedup_samples_per_second']:.2f}x")
-        print(f"accuracy lmctl - Trainer: {comparison['accuracy_diff_points']:+.2f} points "
+        print(f"speed     lmctl/Trainer samples/s: {comparison['speedup_samples_per_second']:.2f}x")
+        print(f"accuracy  lmctl - Trainer: {comparison['accuracy_diff_points']:+.2f} points "
               f"(one dev example = {100 / max(setup['dev_rows'], 1):.2f} points)")
         t = results["trainer"]
-        print(f"notes   Trainer optimizer {t.get('optim')} (fused={t.get('fused_adamw')}), random batches; "
-              f"lmctl fused AdamW, length-grouped batches; both dynamic padding, {threads} threads requested")
+        print(f"batches   lmctl: length-grouped, dynamic padding, fused AdamW; "
+              f"Trainer: random ({t.get('optim')}, fused={t.get('fused_adamw')}), dynamic padding")
+    cpu = [r["cpu_seconds"] / max(r["wall_seconds"], 1e-9) for r in results.values()]
+    loads = [r["load_before"] for r in results.values()]
+    if any(c < 0.8 * threads for c in cpu) or any(lo > 0.5 for lo in loads):
+        print("warning   other processes shared the CPU during this run (low cpu or high load above): "
+              "timings are noisy; rerun on an idle machine for numbers to quote")
     return comparison
 
 

@@ -12,36 +12,47 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 
-class Features(Dataset):
-    """An encoded `datasets.Dataset` minus bookkeeping columns, optionally with row indices."""
+class Indexed(Dataset):
+    """An encoded `datasets.Dataset` whose rows carry their position, to put results back in order."""
 
-    def __init__(self, encoded, with_index: bool = False):
-        drop = [c for c in ("length",) if c in encoded.column_names]
-        self.rows = encoded.remove_columns(drop)
-        self.with_index = with_index
+    def __init__(self, encoded):
+        self.rows = encoded
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[int(i)]
-        if self.with_index:
-            row["index"] = int(i)
+        row["index"] = int(i)
         return row
 
 
-def _collate_with_index(collate):
+def _model_features(collate, with_index: bool = False):
+    """Drop bookkeeping fields (`length`; `index`, returned beside the batch) before the task collates."""
+
     def fn(features: list[dict]) -> dict:
-        index = torch.tensor([f.pop("index") for f in features])
+        for f in features:
+            f.pop("length", None)
+        index = torch.tensor([f.pop("index") for f in features]) if with_index else None
         batch = collate(features)
-        batch["index"] = index
+        if with_index:
+            batch["index"] = index
         return batch
 
     return fn
 
 
 def train_dataloader(encoded, collate, batch_size: int, group_by_length: bool, seed: int, num_workers: int = 0):
-    """Returns (dataloader, sampler); reseed the sampler with `reseed(sampler, epoch)`."""
+    """Returns (dataloader, sampler); reseed the sampler with `reseed(sampler, epoch)`.
+
+    A streamed corpus (`datasets.IterableDataset`) has no sampler: it is shuffled through a
+    buffer when read, and `reseed` sets its epoch instead.
+    """
+    from datasets import IterableDataset
+
+    if isinstance(encoded, IterableDataset):
+        loader = DataLoader(encoded, batch_size=batch_size, collate_fn=_model_features(collate))
+        return loader, encoded
     generator = torch.Generator().manual_seed(seed)
     if group_by_length:
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -49,7 +60,7 @@ def train_dataloader(encoded, collate, batch_size: int, group_by_length: bool, s
         sampler = LengthGroupedSampler(batch_size, lengths=list(encoded["length"]), generator=generator)
     else:
         sampler = RandomSampler(range(len(encoded)), generator=generator)
-    loader = DataLoader(Features(encoded), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+    loader = DataLoader(encoded, batch_size=batch_size, sampler=sampler, collate_fn=_model_features(collate),
                         num_workers=num_workers, drop_last=False)
     return loader, sampler
 
@@ -57,7 +68,10 @@ def train_dataloader(encoded, collate, batch_size: int, group_by_length: bool, s
 def reseed(sampler, seed: int, epoch: int) -> None:
     # A fixed per-epoch seed makes the batch order a function of (seed, epoch) alone,
     # which is what lets a resumed run see exactly the batches an uninterrupted one would.
-    sampler.generator.manual_seed(seed + epoch)
+    if hasattr(sampler, "set_epoch") and not hasattr(sampler, "generator"):
+        sampler.set_epoch(epoch)  # a streamed corpus: its shuffle buffer is seeded by epoch
+    else:
+        sampler.generator.manual_seed(seed + epoch)
 
 
 class LongestFirst(Sampler):
@@ -77,5 +91,5 @@ class LongestFirst(Sampler):
 
 def inference_dataloader(encoded, collate, batch_size: int):
     lengths = encoded["length"] if "length" in encoded.column_names else [0] * len(encoded)
-    return DataLoader(Features(encoded, with_index=True), batch_sampler=LongestFirst(lengths, batch_size),
-                      collate_fn=_collate_with_index(collate))
+    return DataLoader(Indexed(encoded), batch_sampler=LongestFirst(lengths, batch_size),
+                      collate_fn=_model_features(collate, with_index=True))

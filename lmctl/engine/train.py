@@ -101,14 +101,16 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
 
     from transformers import get_scheduler
 
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / t.gradient_accumulation_steps))
+    steps_per_epoch = _steps_per_epoch(train_loader, t)
     max_steps = t.max_steps or math.ceil(t.num_epochs * steps_per_epoch)
     warmup = t.warmup_steps or math.ceil(t.warmup_ratio * max_steps)
     lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
     model, optimizer, train_loader, lr_scheduler = accelerator.prepare(model, optimizer, train_loader, lr_scheduler)
     # Lengths can change after prepare() (sharding): recompute the totals from the prepared loader.
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / t.gradient_accumulation_steps))
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    steps_per_epoch = _steps_per_epoch(train_loader, t)
+    # A stream has no length: read it again until max_steps (config validation requires it).
+    streamed = _num_batches(train_loader) is None
+    num_epochs = 10**9 if streamed else math.ceil(max_steps / steps_per_epoch)
 
     best = _Best(t.metric_for_best or task.main_metric,
                  t.greater_is_better if t.greater_is_better is not None else task.greater_is_better)
@@ -132,7 +134,8 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
     interval_loss, interval_batches, interval_start, interval_samples = 0.0, 0, time.perf_counter(), 0
     last_loss = float("nan")
     stop = False
-    console.log(f"training: {len(train_enc)} examples, {max_steps} steps ({num_epochs} epoch(s)), "
+    examples = "streamed" if streamed else len(train_enc)
+    console.log(f"training: {examples} examples, {max_steps} steps ({'streamed' if streamed else num_epochs} epoch(s)), "
                 f"batch {t.batch_size} x {t.gradient_accumulation_steps} accumulation, "
                 f"{accelerator.num_processes} process(es) on {accelerator.device.type}")
     model.train()
@@ -140,7 +143,9 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
         for epoch in range(num_epochs):
             reseed(sampler, t.seed, epoch)
             step_start = time.perf_counter()
+            batches_this_epoch = 0
             for batch in train_loader:
+                batches_this_epoch += 1
                 with accelerator.accumulate(model):
                     outputs = model(**batch)
                     loss = outputs.loss
@@ -186,7 +191,7 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
                 if stop or completed_steps >= max_steps:
                     break
                 step_start = time.perf_counter()
-            if stop or completed_steps >= max_steps:
+            if stop or completed_steps >= max_steps or batches_this_epoch == 0:
                 break
             if t.eval_strategy == "epoch":
                 stop = evaluate(completed_steps, epoch + 1)
@@ -218,3 +223,15 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
     if accelerator.is_main_process:
         write_json(output_dir / "metrics.json", result)
     return result
+
+
+def _num_batches(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset (streamed corpus)
+        return None
+
+
+def _steps_per_epoch(loader, t) -> int:
+    batches = _num_batches(loader)
+    return t.max_steps if batches is None else max(1, math.ceil(batches / t.gradient_accumulation_steps))

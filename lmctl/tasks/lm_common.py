@@ -29,7 +29,10 @@ class TextCorpus:
         return {"data.text_column": self.column}
 
     def texts(self, ds):
-        yield from ds[self.column]
+        if _is_stream(ds):
+            yield from (row[self.column] for row in ds)
+        else:
+            yield from ds[self.column]
 
     def tokenize(self, ds, tokenizer, add_special_tokens: bool, append_eos: bool, extra: dict | None = None):
         """Documents → token ids (no truncation yet); empty documents (blank lines) are dropped."""
@@ -46,17 +49,19 @@ class TextCorpus:
                     enc["offset_mapping"] = [o + [(0, 0)] for o in enc["offset_mapping"]]
             return enc
 
+        ds = ds.select_columns([self.column])
         ds = ds.filter(lambda b: [isinstance(t, str) and bool(t.strip()) for t in b[self.column]], batched=True)
-        if len(ds) == 0:
+        if not _is_stream(ds) and len(ds) == 0:
             raise UserError(f"column '{self.column}': no non-empty text; check data.text_column and the file")
-        return ds.map(run, batched=True, remove_columns=ds.column_names)
+        return ds.map(run, batched=True, remove_columns=[self.column])
 
     def blocks(self, tokenized, block_size: int, source: str):
         """Pack: concatenate documents and cut `block_size` blocks (the tail of each 1,000 documents is
         dropped, as in run_clm); line by line: one truncated example per document."""
         if not self.packing:
-            n_long = sum(1 for ids in tokenized["input_ids"] if len(ids) > block_size)
-            report_truncation(self.console, n_long, len(tokenized), block_size, source)
+            if not _is_stream(tokenized):
+                n_long = sum(1 for ids in tokenized["input_ids"] if len(ids) > block_size)
+                report_truncation(self.console, n_long, len(tokenized), block_size, source)
 
             def cut(batch):
                 return {k: [v[:block_size] for v in vals] for k, vals in batch.items()}
@@ -73,6 +78,12 @@ class TextCorpus:
 
             out = tokenized.map(pack, batched=True, batch_size=1000)
         return out.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
+
+
+def _is_stream(ds) -> bool:
+    from datasets import IterableDataset
+
+    return isinstance(ds, IterableDataset)
 
 
 def pad_batch(features: list[dict], pad_id: int, left: bool = False) -> dict:
