@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 DATA ?= ../shared/data
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo bench pretrain-demo clean
 
 install: $(VENV)/.installed
 
@@ -31,3 +31,6 @@ bench: install
 
 clean:
 	rm -rf runs demo .pytest_cache
+
+pretrain-demo: install
+	$(PY) scripts/pretrain_gain.py --data $(DATA)/sst2 --out runs/pretrain-gain

@@ -139,7 +139,38 @@ def read_table(spec: str | Path, key: str, text_columns: tuple[str, ...] = (), d
             raise UserError(f"{key}: {path} has a header but no data rows")
         frames.append(frame)
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return Dataset.from_pandas(frame, preserve_index=False)
+    try:
+        return Dataset.from_pandas(frame, preserve_index=False)
+    except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError / ArrowInvalid
+        # JSON cells keep their own types, and Arrow cannot store text and numbers in one
+        # column: name the column and the first row that differs instead of a pyarrow traceback.
+        raise _mixed_column_error(frame, spec, key) or exc
+
+
+def _mixed_column_error(frame, source, key: str) -> UserError | None:
+    def kind(value) -> str | None:
+        if value is None or (isinstance(value, float) and value != value):  # missing / NaN
+            return None
+        if isinstance(value, str):
+            return "text"
+        if isinstance(value, (bool, int, float)):
+            return "numbers"
+        return type(value).__name__
+
+    for column in frame.columns:
+        first = None
+        for i, value in enumerate(frame[column].tolist()):
+            k = kind(value)
+            if k is None:
+                continue
+            if first is None:
+                first = (i, k, value)
+            elif k != first[1]:
+                return UserError(
+                    f"{key}: {source}: column '{column}' mixes {first[1]} and {k}: row {first[0] + 1} holds "
+                    f"{first[2]!r}, row {i + 1} holds {value!r}; use one kind of value in every row"
+                )
+    return None
 
 
 def fingerprint(spec: str, key: str) -> dict | list:

@@ -74,6 +74,13 @@ def train(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
     for split, ds in splits.items():
         data.check_columns(ds, task.columns(with_labels=True), f"{split} data ({_source(cfg, split)})")
     task.fit(splits["train"])
+    # A misspelt metric_for_best would otherwise fail at the first evaluation, after the model
+    # loaded and the output directory was replaced.
+    names = getattr(task, "metric_names", None)
+    best = cfg.training.metric_for_best
+    if best and names and best not in names:
+        raise UserError(f"training.metric_for_best: '{best}' is not reported by task '{cfg.task}'; "
+                        f"choose one of {', '.join(sorted(names))}")
 
     from accelerate.utils import set_seed
 
@@ -150,7 +157,7 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
 
 
 def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
-           description: str, mode: str | None = None):
+           description: str, mode: str | None = None, check=None):
     """Load the model in `model_dir`, encode `ds`, run it; outputs come back in input order."""
     from lmctl import data, models
 
@@ -164,6 +171,8 @@ def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: 
     _quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer)
+    if check is not None:
+        check(task)
     encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
 
     from lmctl.engine.infer import run_inference
@@ -177,7 +186,14 @@ def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: 
     return task, encoded, outputs
 
 
-def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None, console: Console) -> dict:
+def check_gates(gates, names) -> None:
+    unknown = [g for g in gates if g not in names]
+    if unknown:
+        raise UserError(f"--fail-under: unknown metric '{unknown[0]}'; this task reports: {', '.join(sorted(names))}")
+
+
+def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None, console: Console,
+             gates=()) -> dict:
     """Score a trained model on a labelled file; returns metrics (plus a confusion matrix if any)."""
     from lmctl import data
 
@@ -186,8 +202,15 @@ def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None,
         raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
     text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
     ds = data.read_table(data_file, "--data", text_columns)
-    task, encoded, outputs = _infer(cfg, model_dir, ds, data_file, True, batch_size, console, "evaluate")
+    # A misspelt --fail-under metric fails before inference when the task lists its metrics.
+    def check(task):
+        if getattr(task, "metric_names", None):
+            check_gates(gates, task.metric_names)
+
+    task, encoded, outputs = _infer(cfg, model_dir, ds, data_file, True, batch_size, console, "evaluate",
+                                    check=check)
     metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
+    check_gates(gates, metrics)
     result = {"model": str(model_dir), "data": str(data_file), "examples": len(encoded), "metrics": metrics}
     confusion = getattr(task, "confusion", None)
     matrix = confusion(outputs) if confusion else None

@@ -45,10 +45,17 @@ def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lower
     vocab = dict(_model_json(raw)["vocab"])
     # WordPiece only learns "##x" for characters it saw mid-word; without all ASCII
     # continuations an unseen word would collapse into a single [UNK].
-    for c in _ASCII:
-        c = c.lower() if lowercase else c
-        if f"##{c}" not in vocab:
-            vocab[f"##{c}"] = len(vocab)
+    missing = [f"##{c}" for c in dict.fromkeys(c.lower() if lowercase else c for c in _ASCII) if f"##{c}" not in vocab]
+    # Room for them inside vocab_size: drop the last-learnt (rarest) multi-character pieces. A WordPiece
+    # vocabulary is a plain set (greedy longest match), so removing whole-word pieces leaves it valid.
+    tokens = sorted(vocab, key=vocab.get)
+    excess = len(tokens) + len(missing) - vocab_size
+    if excess > 0:
+        specials = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+        droppable = [t for t in reversed(tokens) if t not in specials and len(t.removeprefix("##")) > 1]
+        dropped = set(droppable[:excess])
+        tokens = [t for t in tokens if t not in dropped]
+    vocab = {t: i for i, t in enumerate(tokens + missing)}
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, tokenize_chinese_chars=True,
                          model_max_length=model_max_length)
 
@@ -89,8 +96,32 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
         initial_alphabet=sorted(set(_ASCII + _frequent_chars(texts, min_frequency))),
         max_piece_length=16,
     )
-    raw.train_from_iterator(texts, trainer=trainer)
+    def too_small():
+        from lmctl.errors import UserError
+
+        chars = len({ch for t in texts for ch in t if not ch.isspace()} | set(_ASCII)) + 1  # + the "▁" marker
+        return UserError(
+            f"model.train_tokenizer.vocab_size={vocab_size}: a Unigram (T5) vocabulary keeps every character of "
+            f"the corpus ({chars} distinct) plus {num_sentinels} sentinels and 3 special tokens; set vocab_size to "
+            f"well above {chars + num_sentinels + 3}, or train on fewer texts (model.train_tokenizer.max_texts)"
+        )
+
+    try:
+        raw.train_from_iterator(texts, trainer=trainer)
+    except Exception as exc:  # tokenizers raises a bare Exception
+        if "not large enough to contain all chars" not in str(exc):
+            raise
+        raise too_small() from None
     pieces = [(p, float(s)) for p, s in _model_json(raw)["vocab"]]
+    # The trainer appends every character that did not make the cut past its budget; keep vocab_size by
+    # dropping the least likely multi-character pieces instead (every character stays, so all text encodes).
+    excess = len(pieces) - (vocab_size - num_sentinels)
+    if excess > 0:
+        droppable = sorted((i for i, (p, _) in enumerate(pieces) if i >= 3 and len(p) > 1), key=lambda i: pieces[i][1])
+        if len(droppable) < excess:
+            raise too_small()
+        dropped = set(droppable[:excess])
+        pieces = [piece for i, piece in enumerate(pieces) if i not in dropped]
     # T5 puts sentinels last, in reverse: <extra_id_0> is the highest id.
     pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(num_sentinels))]
     return T5Tokenizer(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length)

@@ -40,6 +40,11 @@ member. Both use fused AdamW: lmctl asks for it on CPU, and Trainer's default op
 `adamw_torch_fused` for torch >= 2.8 (the optimizer actually used is printed). The order of
 examples differs (length-grouped vs random), so accuracies differ by run-to-run noise too;
 on SST-2 dev (872 rows) one example is 0.11 points.
+
+Timings are only as good as the machine is idle: the table also shows each child's CPU use
+(CPU seconds / wall seconds; about the thread count when it had the cores to itself) and the
+load average before it started, and a warning is printed when another process competed.
+Exit status 0 on success, 1 when either side fails (its last output lines are shown).
 """
 
 from __future__ import annotations

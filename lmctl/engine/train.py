@@ -91,6 +91,16 @@ class _Best:
         return better
 
 
+def _greater_is_better(t, task) -> bool:
+    # The task's direction belongs to its main metric only: `metric_for_best: loss` on a
+    # classification task must keep the lowest loss, not the highest (as transformers' Trainer).
+    if t.greater_is_better is not None:
+        return t.greater_is_better
+    if not t.metric_for_best or t.metric_for_best == task.main_metric:
+        return task.greater_is_better
+    return not any(word in t.metric_for_best for word in ("loss", "mse", "perplexity", "error"))
+
+
 def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator) -> dict:
     """Train `model` on `train_enc`; returns final metrics. The kept model is in `output_dir`."""
     t = cfg.training
@@ -112,8 +122,7 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
     streamed = _num_batches(train_loader) is None
     num_epochs = 10**9 if streamed else math.ceil(max_steps / steps_per_epoch)
 
-    best = _Best(t.metric_for_best or task.main_metric,
-                 t.greater_is_better if t.greater_is_better is not None else task.greater_is_better)
+    best = _Best(t.metric_for_best or task.main_metric, _greater_is_better(t, task))
     eval_bs = t.eval_batch_size or 2 * t.batch_size
     state = {"last_eval_step": None, "last_metrics": {}}
 

@@ -41,6 +41,16 @@ class ClassificationTask:
 
     greater_is_better = True
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys `compute_metrics` reports, known once the model is loaded (gates are checked before inference)."""
+        if self.regression:
+            return ("pearson", "spearman", "mse", "loss")
+        names = ("accuracy", "f1", "precision", "recall", "matthews_correlation", "loss")
+        if len(self.label_names) > 2:
+            names += ("f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro")
+        return names
+
     def columns(self, with_labels: bool) -> dict[str, str | None]:
         cols = {"data.text_column": self.text_column, "data.text_pair_column": self.pair_column}
         if with_labels:

@@ -1,0 +1,152 @@
+"""Does pretraining from scratch pay off? The pretrain → finetune experiment on SST-2.
+
+    python scripts/pretrain_gain.py --data ../shared/data/sst2            # (make pretrain-demo)
+    python scripts/pretrain_gain.py --data ../shared/data/sst2 --quick    # a smoke run
+
+1. Pretrain a small model from scratch (tokenizer trained on the same text) on the SST-2
+   training sentences, labels dropped, for a fixed step budget (`lmctl pretrain`).
+2. Finetune it on a seeded sample of labelled SST-2 training rows (`lmctl finetune`), and
+   finetune the same architecture from random initialisation (same tokenizer) on the same
+   rows. Each side gets its best learning rate from the same sweep; accuracy is on the
+   full SST-2 dev set, averaged over seeds.
+
+Every step is an ordinary lmctl command; the script only writes configs and reads
+metrics.json, so the table is exactly what a user would get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def lmctl(*args: str) -> None:
+    cmd = [sys.executable, "-m", "lmctl", *args]
+    print("$ lmctl " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def write_yaml(path: Path, obj: dict) -> Path:
+    path.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="folder with SST-2 train.tsv and dev.tsv")
+    ap.add_argument("--out", type=Path, default=Path("runs/pretrain-gain"))
+    ap.add_argument("--task", default="causal-lm", choices=["causal-lm", "masked-lm"])
+    ap.add_argument("--size", default="mini", choices=["tiny", "mini", "small", "base"])
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--pretrain-steps", type=int, default=6000)
+    ap.add_argument("--pretrain-batch", type=int, default=64)
+    ap.add_argument("--pretrain-lr", type=float, default=1e-3)
+    ap.add_argument("--block", type=int, default=64, help="pretraining block length (tokens)")
+    ap.add_argument("--mlm-probability", type=float, default=0.15)
+    ap.add_argument("--finetune-rows", type=int, default=2000)
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--lrs", default="1e-4,3e-4,1e-3")
+    ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--quick", action="store_true", help="tiny budget, to check the pipeline")
+    args = ap.parse_args()
+    if args.quick:
+        args.pretrain_steps, args.finetune_rows, args.finetune_epochs = 60, 300, 1
+        args.lrs, args.seeds, args.size = "1e-3", "1", "tiny"
+
+    family = "gpt2" if args.task == "causal-lm" else "bert"
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    train_rows = read_tsv(args.data / "train.tsv")
+
+    # Pretraining corpus: every training sentence, labels dropped.
+    corpus = out / "corpus.txt"
+    corpus.write_text("\n".join(r["sentence"].strip() for r in train_rows) + "\n", encoding="utf-8")
+    rng = random.Random(0)
+    sample = rng.sample(train_rows, args.finetune_rows)
+    ft_train = out / "finetune_train.tsv"
+    with ft_train.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+        w.writerow(["sentence", "label"])
+        for r in sample:
+            w.writerow([r["sentence"], r["label"]])
+
+    pre_dir = out / f"pretrain-{family}-{args.size}"
+    pretrain_cfg = {
+        "task": args.task,
+        "model": {"from_scratch": {"family": family, "size": args.size},
+                  "train_tokenizer": {"vocab_size": args.vocab_size, "min_frequency": 2}},
+        "data": {"train_file": str(corpus), "text_column": "text", "validation_split": 0.02},
+        "pretraining": {"mlm_probability": args.mlm_probability},
+        "training": {"max_steps": args.pretrain_steps, "batch_size": args.pretrain_batch,
+                     "learning_rate": args.pretrain_lr, "warmup_ratio": 0.05, "lr_scheduler": "cosine",
+                     "weight_decay": 0.01, "max_length": args.block, "eval_strategy": "steps",
+                     "eval_steps": max(args.pretrain_steps // 5, 1), "logging_steps": 100, "seed": 42},
+        "output_dir": str(pre_dir),
+    }
+    start = time.perf_counter()
+    lmctl("pretrain", str(write_yaml(out / "pretrain.yaml", pretrain_cfg)), "--overwrite")
+    pretrain_minutes = (time.perf_counter() - start) / 60
+    pre_metrics = json.loads((pre_dir / "metrics.json").read_text())
+
+    lrs = [float(x) for x in args.lrs.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    results: dict[str, dict[float, list[float]]] = {"pretrained": {}, "random init": {}}
+    for side in results:
+        for lr in lrs:
+            for seed in seeds:
+                run_dir = out / f"ft-{side.replace(' ', '-')}-lr{lr:g}-s{seed}"
+                model = ({"name_or_path": str(pre_dir)} if side == "pretrained"
+                         else {"from_scratch": {"family": family, "size": args.size}, "tokenizer": str(pre_dir)})
+                cfg = {
+                    "task": "text-classification",
+                    "model": model,
+                    "data": {"train_file": str(ft_train), "validation_file": str(args.data / "dev.tsv"),
+                             "text_column": "sentence", "label_column": "label"},
+                    "training": {"num_epochs": args.finetune_epochs, "batch_size": 32, "learning_rate": lr,
+                                 "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 64, "seed": seed,
+                                 "logging_steps": 50},
+                    "output_dir": str(run_dir),
+                }
+                lmctl("finetune", str(write_yaml(out / f"{run_dir.name}.yaml", cfg)), "--overwrite")
+                acc = json.loads((run_dir / "metrics.json").read_text())["eval_accuracy"]
+                results[side].setdefault(lr, []).append(acc)
+
+    print("\n## Pretrain -> finetune on SST-2 (dev accuracy, best epoch, mean over seeds)\n")
+    print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "
+          f"{args.pretrain_batch} blocks of {args.block} tokens, {pretrain_minutes:.1f} min, "
+          f"{pre_metrics['train_tokens_per_second']:.0f} tokens/s, final eval loss {pre_metrics['eval_loss']:.3f} "
+          f"(perplexity {pre_metrics['eval_perplexity']:.1f})")
+    print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, seeds {seeds}\n")
+    print("| init | lr | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
+    print("|---|---|" + "---|" * (len(seeds) + 1))
+    best = {}
+    for side, by_lr in results.items():
+        for lr, accs in by_lr.items():
+            mean = sum(accs) / len(accs)
+            print(f"| {side} | {lr:g} | " + " | ".join(f"{a:.4f}" for a in accs) + f" | {mean:.4f} |")
+            if side not in best or mean > best[side][1]:
+                best[side] = (lr, mean)
+    gain = 100 * (best["pretrained"][1] - best["random init"][1])
+    print(f"\nbest pretrained: lr {best['pretrained'][0]:g} -> {best['pretrained'][1]:.4f}; "
+          f"best random init: lr {best['random init'][0]:g} -> {best['random init'][1]:.4f}; gain {gain:+.1f} points")
+    (out / "results.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "pretrain_minutes": pretrain_minutes,
+        "pretrain_metrics": pre_metrics, "results": {s: {str(k): v for k, v in d.items()} for s, d in results.items()},
+        "best": best, "gain_points": gain}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
