@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmctl.errors import UserError
 
@@ -145,6 +145,16 @@ class TrainingConfig(_Section):
     early_stopping_patience: Optional[int] = Field(None, gt=0)
     """Stop after this many evaluations without improvement."""
     dataloader_num_workers: int = Field(0, ge=0)
+    save_steps: Optional[int] = Field(None, gt=0)
+    """Write a resumable checkpoint every N optimizer steps (output_dir/checkpoints)."""
+    save_total_limit: Optional[int] = Field(2, gt=0)
+    """Keep only the newest N checkpoints."""
+
+    @field_validator("eval_strategy", "mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        # YAML 1.1 reads a bare `no` as false: `eval_strategy: no` and `--set training.mixed_precision=no` mean "no".
+        return "no" if value is False else value
 
     @model_validator(mode="after")
     def _eval_steps_needed(self) -> "TrainingConfig":

@@ -40,27 +40,39 @@ def _quiet_libraries() -> None:
 PRETRAIN_TASKS = ("masked-lm", "causal-lm", "span-corruption")
 
 
-def finetune(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
+def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl finetune`: adapt a checkpoint (or a from-scratch baseline) to a task."""
     if cfg.task == "span-corruption":
         raise UserError("task 'span-corruption' is a pretraining objective; run it with `lmctl pretrain`")
-    return train(cfg, overwrite, console)
+    return train(cfg, overwrite, console, resume)
 
 
-def pretrain(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
+def pretrain(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl pretrain`: a language-modelling objective, from scratch or continued from a checkpoint."""
     if cfg.task not in PRETRAIN_TASKS:
         raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of {', '.join(PRETRAIN_TASKS)} "
                         "(or run `lmctl finetune`)")
-    return train(cfg, overwrite, console)
+    return train(cfg, overwrite, console, resume)
 
 
-def train(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
-    """Train for `cfg.task` on `cfg.data`; returns final metrics. The same path for every task."""
+def train(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
+    """Train for `cfg.task` on `cfg.data`; returns final metrics. The same path for every task.
+
+    `resume`: "latest" (the newest whole checkpoint in output_dir) or a checkpoint folder.
+    """
     console = console or Console()
     from lmctl import data, models
 
-    check_output_dir(cfg.output_dir, overwrite)
+    resume_from = None
+    if resume:
+        from lmctl.engine.checkpoint import find_resume_checkpoint
+
+        if overwrite:
+            raise UserError("--resume continues the run in output_dir; it cannot be combined with --overwrite")
+        resume_from = find_resume_checkpoint(Path(cfg.output_dir), None if resume == "latest" else resume, console)
+        _check_same_config(cfg, Path(cfg.output_dir) / "config.yaml", console)
+    else:
+        check_output_dir(cfg.output_dir, overwrite)
     if cfg.model.from_scratch is None:
         name = models.resolve(cfg.model.name_or_path)
     else:
@@ -97,15 +109,48 @@ def train(cfg, overwrite: bool = False, console: Console | None = None) -> dict:
     console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
                 f"{' (from scratch)' if name is None else ' from ' + name}")
 
-    out = prepare_output_dir(cfg.output_dir, overwrite) if accelerator.is_main_process else Path(cfg.output_dir)
-    accelerator.wait_for_everyone()
+    out = Path(cfg.output_dir)
     if accelerator.is_main_process:
-        (out / "config.yaml").write_text(config_lib.dump(cfg), encoding="utf-8")
+        if resume_from is None:
+            prepare_output_dir(out, overwrite)
+            (out / "config.yaml").write_text(config_lib.dump(cfg), encoding="utf-8")
+            write_json(out / "data.json", fingerprints)
+        else:
+            _truncate_log(out / "train_log.jsonl", resume_from)
         write_json(out / "environment.json", environment(accelerator))
-        write_json(out / "data.json", fingerprints)
-    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator)
+    accelerator.wait_for_everyone()
+    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator, resume_from)
     console.log(f"run directory: {out}")
     return metrics
+
+
+def _check_same_config(cfg, saved: Path, console) -> None:
+    """A resumed run must be the same run: differing keys (other than the step budget) are refused."""
+    if not saved.is_file():
+        raise UserError(f"--resume: {saved} not found; output_dir does not hold an lmctl run")
+    before = config_lib.read_yaml(saved)
+    now = cfg.model_dump(mode="json")
+    diffs = [f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
+             for key, value in values.items()
+             if before.get(section, {}).get(key) != value and f"{section}.{key}" not in
+             ("training.max_steps", "training.num_epochs", "training.save_steps", "training.save_total_limit")]
+    diffs += [k for k, v in now.items() if not isinstance(v, dict) and before.get(k) != v]
+    if diffs:
+        raise UserError(f"--resume: the config differs from the run's {saved} at {', '.join(diffs)}; "
+                        "resume with the same config (only the step budget may change)")
+
+
+def _truncate_log(path: Path, checkpoint: Path) -> None:
+    """Drop log lines written after the checkpoint: the resumed run writes them again."""
+    from lmctl.engine.checkpoint import load_trainer_state
+    from lmctl.rundir import atomic_write_text
+
+    if not path.is_file():
+        return
+    step = load_trainer_state(checkpoint)["completed_steps"]
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _tokenizer_for_training(cfg, task, train_ds, name: str | None, console):
@@ -166,8 +211,10 @@ def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: 
         if mode and mode not in task.predict_modes:
             raise UserError(f"--mode {mode}: task '{cfg.task}' predicts with: {', '.join(task.predict_modes)}")
         task.mode = mode or task.predict_modes[0]
-    data.check_columns(ds, task.columns(with_labels=with_labels), source)
+    # The model first: a missing run directory also means a missing config.yaml, and the
+    # default columns that replace it would blame the data instead.
     path = models.resolve(model_dir, key="--model")
+    data.check_columns(ds, task.columns(with_labels=with_labels), source)
     _quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer)

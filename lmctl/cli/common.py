@@ -18,6 +18,8 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config key, e.g. --set training.learning_rate=3e-5 (repeatable)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in output_dir.")]
+ResumeFromOpt = Annotated[Optional[str], typer.Option("--resume-from", help="Continue from this checkpoint folder.")]
 
 
 def guarded(fn):
@@ -35,5 +37,12 @@ def guarded(fn):
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr, flush=True)
             raise typer.Exit(130) from None
+        except Exception as exc:
+            from lmctl.engine.train import Interrupted  # only reached when training ran
+
+            if not isinstance(exc, Interrupted):
+                raise
+            print(f"stopped: {exc}; continue with the same command plus --resume", file=sys.stderr, flush=True)
+            raise typer.Exit(128 + exc.signum) from None
 
     return wrapper

@@ -60,8 +60,10 @@ def train_dataloader(encoded, collate, batch_size: int, group_by_length: bool, s
         sampler = LengthGroupedSampler(batch_size, lengths=list(encoded["length"]), generator=generator)
     else:
         sampler = RandomSampler(range(len(encoded)), generator=generator)
+    # The loader's own generator: creating an iterator then draws no number from the global RNG,
+    # so a run resumed mid-epoch sees the same dropout masks as an uninterrupted one.
     loader = DataLoader(encoded, batch_size=batch_size, sampler=sampler, collate_fn=_model_features(collate),
-                        num_workers=num_workers, drop_last=False)
+                        num_workers=num_workers, drop_last=False, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 
 
@@ -92,4 +94,4 @@ class LongestFirst(Sampler):
 def inference_dataloader(encoded, collate, batch_size: int):
     lengths = encoded["length"] if "length" in encoded.column_names else [0] * len(encoded)
     return DataLoader(Indexed(encoded), batch_sampler=LongestFirst(lengths, batch_size),
-                      collate_fn=_model_features(collate, with_index=True))
+                      collate_fn=_model_features(collate, with_index=True), generator=torch.Generator())

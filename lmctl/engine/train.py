@@ -7,8 +7,10 @@ between tasks reaches this file only through the `Task` interface.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -73,24 +75,6 @@ def save_model(accelerator, model, tokenizer, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-class _Best:
-    def __init__(self, metric: str, greater_is_better: bool):
-        self.metric, self.greater = metric, greater_is_better
-        self.value, self.step, self.metrics, self.bad_evals = None, None, None, 0
-
-    def update(self, metrics: dict, step: int) -> bool:
-        if self.metric not in metrics:
-            raise UserError(f"training.metric_for_best: '{self.metric}' is not reported by this task; "
-                            f"choose one of {', '.join(sorted(metrics))}")
-        value = metrics[self.metric]
-        better = self.value is None or (value > self.value if self.greater else value < self.value)
-        if better:
-            self.value, self.step, self.metrics, self.bad_evals = value, step, metrics, 0
-        else:
-            self.bad_evals += 1
-        return better
-
-
 def _greater_is_better(t, task) -> bool:
     # The task's direction belongs to its main metric only: `metric_for_best: loss` on a
     # classification task must keep the lowest loss, not the highest (as transformers' Trainer).
@@ -101,8 +85,82 @@ def _greater_is_better(t, task) -> bool:
     return not any(word in t.metric_for_best for word in ("loss", "mse", "perplexity", "error"))
 
 
-def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator) -> dict:
+class Interrupted(Exception):
+    """SIGINT/SIGTERM during training: a checkpoint was saved at `step` in `path`."""
+
+    def __init__(self, step: int, path: Path, signum: int):
+        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint saved in {path}")
+        self.step, self.path, self.signum = step, path, signum
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything the loop counts; saved in each checkpoint so a resumed run continues exactly.
+
+    Counters are global (summed over processes every step), so rank 0's copy is everyone's.
+    """
+
+    completed_steps: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    train_seconds: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+    interval_loss: float = 0.0  # sum over micro-batches and processes of the mean batch loss
+    interval_batches: int = 0
+    interval_samples: int = 0
+    interval_seconds: float = 0.0
+    last_loss: float = float("nan")
+    last_eval_step: int | None = None
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    best_value: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None
+    bad_evals: int = 0
+
+    def update_best(self, metric: str, greater: bool, metrics: dict, step: int) -> bool:
+        if metric not in metrics:
+            raise UserError(f"training.metric_for_best: '{metric}' is not reported by this task; "
+                            f"choose one of {', '.join(sorted(metrics))}")
+        value = metrics[metric]
+        better = self.best_value is None or (value > self.best_value if greater else value < self.best_value)
+        if better:
+            self.best_value, self.best_step, self.best_metrics, self.bad_evals = value, step, metrics, 0
+        else:
+            self.bad_evals += 1
+        return better
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks at the next optimizer step."""
+
+    def __init__(self):
+        self.signum = 0
+        self._previous = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator,
+          resume_from: Path | None = None) -> dict:
     """Train `model` on `train_enc`; returns final metrics. The kept model is in `output_dir`."""
+    from lmctl.engine.checkpoint import load_trainer_state, save_checkpoint
+
     t = cfg.training
     log = RunLog(output_dir / "train_log.jsonl", enabled=accelerator.is_main_process)
     train_loader, sampler = train_dataloader(train_enc, task.collate, t.batch_size, t.group_by_length, t.seed,
@@ -122,112 +180,133 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
     streamed = _num_batches(train_loader) is None
     num_epochs = 10**9 if streamed else math.ceil(max_steps / steps_per_epoch)
 
-    best = _Best(t.metric_for_best or task.main_metric, _greater_is_better(t, task))
+    st = TrainState()
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))  # model, optimizer, scheduler, every RNG
+        st = TrainState(**load_trainer_state(resume_from))
+        console.log(f"resumed from {resume_from} (step {st.completed_steps}, epoch {st.epoch}, "
+                    f"batch {st.batches_in_epoch})")
+    best_metric = t.metric_for_best or task.main_metric
+    greater = _greater_is_better(t, task)
     eval_bs = t.eval_batch_size or 2 * t.batch_size
-    state = {"last_eval_step": None, "last_metrics": {}}
 
-    def evaluate(step: int, epoch: float) -> bool:
+    def evaluate(epoch: float) -> bool:
         """Evaluate, keep the model if it is the best so far; True means stop early."""
+        step = st.completed_steps
         outputs = run_inference(accelerator, model, task, eval_enc, eval_bs)
         metrics = {k: float(v) for k, v in task.compute_metrics(outputs, eval_enc).items()}
-        improved = best.update(metrics, step)
-        state["last_eval_step"], state["last_metrics"] = step, metrics
+        improved = st.update_best(best_metric, greater, metrics, step)
+        st.last_eval_step, st.last_metrics = step, metrics
         log.write({"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         console.log(f"eval step {step}: {shown}{'  (best)' if improved else ''}")
         if improved and t.save_best:
             save_model(accelerator, model, tokenizer, output_dir)
-        return t.early_stopping_patience is not None and best.bad_evals >= t.early_stopping_patience
+        return t.early_stopping_patience is not None and st.bad_evals >= t.early_stopping_patience
 
-    completed_steps, train_seconds, samples, tokens = 0, 0.0, 0, 0
-    interval_loss, interval_batches, interval_start, interval_samples = 0.0, 0, time.perf_counter(), 0
-    last_loss = float("nan")
-    stop = False
+    def checkpoint() -> Path:
+        return save_checkpoint(accelerator, output_dir, st.completed_steps, dataclasses.asdict(st), t.save_total_limit)
+
     examples = "streamed" if streamed else len(train_enc)
     console.log(f"training: {examples} examples, {max_steps} steps ({'streamed' if streamed else num_epochs} epoch(s)), "
                 f"batch {t.batch_size} x {t.gradient_accumulation_steps} accumulation, "
                 f"{accelerator.num_processes} process(es) on {accelerator.device.type}")
+    stop = False
     model.train()
-    with console.progress(max_steps, "train") as bar:
-        for epoch in range(num_epochs):
+    with console.progress(max_steps, "train") as bar, _StopSignals() as signals:
+        bar.update(st.completed_steps)
+        for epoch in range(st.epoch, num_epochs):
+            if stop or st.completed_steps >= max_steps:
+                break
+            if epoch != st.epoch:
+                st.epoch, st.batches_in_epoch = epoch, 0
             reseed(sampler, t.seed, epoch)
+            loader = train_loader
+            if st.batches_in_epoch:  # resuming mid-epoch: the same order, minus what was already seen
+                loader = accelerator.skip_first_batches(train_loader, st.batches_in_epoch)
             step_start = time.perf_counter()
-            batches_this_epoch = 0
-            for batch in train_loader:
-                batches_this_epoch += 1
+            batches_seen = 0
+            for batch in loader:
+                batches_seen += 1
                 with accelerator.accumulate(model):
-                    outputs = model(**batch)
-                    loss = outputs.loss
+                    loss = model(**batch).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and t.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                     optimizer.step()
                     lr_scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                n_samples = batch["input_ids"].shape[0] if "input_ids" in batch else len(next(iter(batch.values())))
+                st.batches_in_epoch += 1
+                first = batch["input_ids"] if "input_ids" in batch else next(iter(batch.values()))
                 mask = batch.get("attention_mask")
-                n_tokens = int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
-                samples += n_samples
-                interval_samples += n_samples
-                tokens += n_tokens
-                interval_loss += loss.detach().float()
-                interval_batches += 1
+                n_tokens = mask.sum() if mask is not None else first.numel()
+                # One small all-reduce a micro-batch keeps every counter global and every rank in step,
+                # including the decision to stop on a signal.
+                stats = torch.stack([loss.detach().float(), torch.tensor(float(first.shape[0]), device=loss.device),
+                                     n_tokens.float() if torch.is_tensor(n_tokens) else torch.tensor(float(n_tokens), device=loss.device),
+                                     torch.tensor(float(signals.signum), device=loss.device)])
+                loss_sum, n_samples, n_tok, sig = accelerator.reduce(stats, reduction="sum").tolist()
+                st.samples += int(n_samples)
+                st.tokens += int(n_tok)
+                st.interval_loss += loss_sum / accelerator.num_processes
+                st.interval_batches += 1
+                st.interval_samples += int(n_samples)
+                if not math.isfinite(loss_sum):
+                    raise UserError(
+                        f"training diverged: loss is {loss_sum} at step {st.completed_steps + 1}; lower "
+                        "training.learning_rate or set training.max_grad_norm (the last saved model and "
+                        "checkpoints are kept)"
+                    )
                 if not accelerator.sync_gradients:
                     continue
-                completed_steps += 1
-                train_seconds += time.perf_counter() - step_start
-                if completed_steps % t.logging_steps == 0 or completed_steps == max_steps:
-                    mean_loss = accelerator.reduce(interval_loss / interval_batches, reduction="mean").item()
-                    if not math.isfinite(mean_loss):
-                        raise UserError(
-                            f"training diverged: loss is {mean_loss} at step {completed_steps}; lower "
-                            "training.learning_rate or set training.max_grad_norm (the last saved model is kept)"
-                        )
-                    last_loss = mean_loss
-                    elapsed = time.perf_counter() - interval_start
-                    rate = interval_samples * accelerator.num_processes / max(elapsed, 1e-9)
+                st.completed_steps += 1
+                elapsed = time.perf_counter() - step_start
+                st.train_seconds += elapsed
+                st.interval_seconds += elapsed
+                step = st.completed_steps
+                if step % t.logging_steps == 0 or step == max_steps:
+                    st.last_loss = st.interval_loss / st.interval_batches
+                    rate = st.interval_samples / max(st.interval_seconds, 1e-9)
                     lr = lr_scheduler.get_last_lr()[0]
-                    log.write({"step": completed_steps, "epoch": round(completed_steps / steps_per_epoch, 4),
-                               "loss": mean_loss, "lr": lr, "samples_per_second": round(rate, 2)})
-                    bar.update(completed_steps, {"loss": mean_loss, "lr": lr, "samples/s": round(rate, 1)})
-                    interval_loss, interval_batches, interval_samples = 0.0, 0, 0
-                    interval_start = time.perf_counter()
+                    log.write({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": st.last_loss,
+                               "lr": lr, "samples_per_second": round(rate, 2)})
+                    bar.update(step, {"loss": st.last_loss, "lr": lr, "samples/s": round(rate, 1)})
+                    st.interval_loss, st.interval_batches, st.interval_samples, st.interval_seconds = 0.0, 0, 0, 0.0
                 else:
-                    bar.update(completed_steps)
-                if t.eval_strategy == "steps" and completed_steps % t.eval_steps == 0:
-                    stop = evaluate(completed_steps, completed_steps / steps_per_epoch)
-                    interval_start = time.perf_counter()
-                if stop or completed_steps >= max_steps:
+                    bar.update(step)
+                if t.eval_strategy == "steps" and step % t.eval_steps == 0:
+                    stop = evaluate(step / steps_per_epoch)
+                if sig:
+                    path = checkpoint()
+                    raise Interrupted(step, path, signals.signum or int(signal.SIGTERM))
+                if t.save_steps and step % t.save_steps == 0 and step < max_steps:
+                    checkpoint()
+                if stop or step >= max_steps:
                     break
                 step_start = time.perf_counter()
-            if stop or completed_steps >= max_steps or batches_this_epoch == 0:
+            if stop or st.completed_steps >= max_steps or batches_seen == 0:
                 break
             if t.eval_strategy == "epoch":
-                stop = evaluate(completed_steps, epoch + 1)
-                interval_start = time.perf_counter()
-                if stop:
-                    break
+                stop = evaluate(epoch + 1)
     if stop:
         console.log(f"early stopping: no improvement in {t.early_stopping_patience} evaluations")
     # The last step may fall between evaluations: judge the final model too.
-    if t.eval_strategy != "no" and not stop and state["last_eval_step"] != completed_steps:
-        evaluate(completed_steps, completed_steps / steps_per_epoch)
-    if not (t.save_best and best.step is not None):
+    if t.eval_strategy != "no" and not stop and st.last_eval_step != st.completed_steps:
+        evaluate(st.completed_steps / steps_per_epoch)
+    if not (t.save_best and st.best_step is not None):
         save_model(accelerator, model, tokenizer, output_dir)
 
-    total_samples = int(accelerator.reduce(torch.tensor(samples, device=accelerator.device), reduction="sum"))
-    total_tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
-    kept = best.metrics if t.save_best and best.metrics else state["last_metrics"]
+    kept = st.best_metrics if t.save_best and st.best_metrics else st.last_metrics
     result = {f"eval_{k}": v for k, v in kept.items()}
     result.update(
-        best_step=best.step,
-        best_metric=best.metric if best.step is not None else None,
-        completed_steps=completed_steps,
-        train_loss=last_loss,
-        train_seconds=round(train_seconds, 3),
-        train_samples=total_samples,
-        train_samples_per_second=round(total_samples / max(train_seconds, 1e-9), 2),
-        train_tokens_per_second=round(total_tokens / max(train_seconds, 1e-9), 2),
+        best_step=st.best_step,
+        best_metric=best_metric if st.best_step is not None else None,
+        completed_steps=st.completed_steps,
+        train_loss=st.last_loss,
+        train_seconds=round(st.train_seconds, 3),
+        train_samples=st.samples,
+        train_samples_per_second=round(st.samples / max(st.train_seconds, 1e-9), 2),
+        train_tokens_per_second=round(st.tokens / max(st.train_seconds, 1e-9), 2),
     )
     if accelerator.is_main_process:
         write_json(output_dir / "metrics.json", result)
