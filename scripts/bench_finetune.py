@@ -118,6 +118,25 @@ def read_tsv(path: str):
                        encoding="utf-8")
 
 
+def _progress_callback(interval_s: float = 30.0):
+    """One progress line every `interval_s` (tqdm is off), like lmctl's non-terminal output."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = self.last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            if now - self.last >= interval_s or state.global_step == state.max_steps:
+                self.last = now
+                elapsed = now - self.start
+                eta = elapsed / state.global_step * (state.max_steps - state.global_step)
+                print(f"train {state.global_step}/{state.max_steps}  elapsed {elapsed:.0f}s  eta {eta:.0f}s", flush=True)
+
+    return Progress()
+
+
 def run_trainer(args: argparse.Namespace) -> None:
     """Plain Hugging Face fine-tuning, the way a run_glue-style script does it with defaults."""
     import numpy as np
@@ -165,7 +184,7 @@ def run_trainer(args: argparse.Namespace) -> None:
         disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[_progress_callback()])
     optim = getattr(targs.optim, "value", targs.optim)
     print(f"trainer: {len(train_ds)} train rows, optim {optim}, sampler {targs.train_sampling_strategy}, "
           f"{torch.get_num_threads()} threads", flush=True)

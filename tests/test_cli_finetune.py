@@ -46,6 +46,7 @@ PLACES = ["in the park", "at the station", "near the river", "in the city", "on 
 TAILS = ["", " yesterday", " after dinner", " in the morning", " again today"]
 POSITIVE = ["great", "happy", "brilliant", "warm", "gentle"]
 NEGATIVE = ["terrible", "boring", "cold", "noisy", "lazy"]
+NEUTRAL = ["quiet", "slow", "strange", "bright", "careful"]
 
 
 def sentence(rng: random.Random, adjective: str) -> str:
@@ -393,12 +394,13 @@ def test_int_labels(tiny_models, tmp_path):
 
 
 def pair_rows(n: int, seed: int) -> list[dict]:
-    """The label depends on the second sentence only: a model that never sees the pair column is at chance."""
+    """The label depends on the second sentence only (the first is neutral): a model that never sees
+    the pair column stays at chance."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = "agree" if i % 2 == 0 else "disagree"
-        first = sentence(rng, rng.choice(POSITIVE + NEGATIVE))
+        first = sentence(rng, rng.choice(NEUTRAL))
         second = sentence(rng, rng.choice(POSITIVE if label == "agree" else NEGATIVE))
         rows.append({"premise": first, "hypothesis": second, "label": label})
     rng.shuffle(rows)

@@ -159,6 +159,20 @@ class _StopSignals:
 def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator,
           resume_from: Path | None = None) -> dict:
     """Train `model` on `train_enc`; returns final metrics. The kept model is in `output_dir`."""
+    try:
+        return _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir, console, accelerator, resume_from)
+    except torch.OutOfMemoryError:
+        t = cfg.training
+        per_device = t.batch_size // accelerator.num_processes
+        raise UserError(
+            f"out of {accelerator.device.type} memory with {per_device} examples per device "
+            f"(training.batch_size={t.batch_size}, max_length={t.max_length}); halve training.batch_size and "
+            f"double training.gradient_accumulation_steps (same global batch), or lower training.max_length"
+        ) from None
+
+
+def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator,
+           resume_from: Path | None = None) -> dict:
     from lmctl.engine.checkpoint import load_trainer_state, save_checkpoint
 
     t = cfg.training
