@@ -49,7 +49,8 @@ class ModelConfig(_Section):
     """Build a randomly initialised model of a family and size instead of loading one."""
     train_tokenizer: TokenizerTrainingConfig = TokenizerTrainingConfig()
     trust_remote_code: bool = False
-    revision: Optional[str] = None
+    allow_pickle_weights: bool = False
+    """Load *.bin (pickle) weights when a checkpoint has no safetensors; only for sources you trust."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":

@@ -93,7 +93,7 @@ def apply_quirks(model_config, tokenizer) -> None:
 
 
 def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool = False,
-               key: str = "model.name_or_path", **config_kwargs):
+               key: str = "model.name_or_path", allow_pickle: bool = False, **config_kwargs):
     """`auto_class.from_pretrained` with the family quirks applied and errors made readable."""
     from transformers.utils import logging as hf_logging
 
@@ -108,7 +108,7 @@ def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool
     hf_logging.set_verbosity_error()
     try:
         model = auto_class.from_pretrained(
-            name_or_path, config=model_config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(name_or_path),
+            name_or_path, config=model_config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(name_or_path, allow_pickle, key),
         )
     except RuntimeError as exc:
         if "mismatch" in str(exc).lower():
@@ -123,17 +123,23 @@ def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool
     return model
 
 
-def _safetensors_only(name_or_path: str) -> bool | None:
+def _safetensors_only(name_or_path: str, allow_pickle: bool, key: str) -> bool | None:
     """Local checkpoints must be safetensors: pickle files can run code when loaded."""
     p = Path(name_or_path)
     if not p.is_dir():
-        return None  # hub: transformers prefers safetensors and refuses unsafe torch.load
+        return None if allow_pickle else True  # hub: only the safetensors files
     if any(p.glob("*.safetensors")):
         return True
     if any(p.glob("*.bin")) or any(p.glob("*.pt")):
+        if allow_pickle:
+            from lmctl.console import Console
+
+            Console().warn(f"{key}: loading pickle weights from {p} (model.allow_pickle_weights is on)")
+            return False
         raise UserError(
-            f"model.name_or_path: {p} holds only pickle weights (*.bin), which can run code when loaded; "
-            "convert it to safetensors (model.save_pretrained(dir, safe_serialization=True)) from a trusted source"
+            f"{key}: {p} holds only pickle weights (*.bin), which can run code when loaded; convert it to "
+            "safetensors (save_pretrained(dir, safe_serialization=True)) or, for a source you trust, "
+            "set model.allow_pickle_weights: true"
         )
     return None
 
@@ -206,7 +212,8 @@ def build_model(auto_class, model_cfg, name_or_path: str | None, tokenizer, max_
     """A task's model: from a checkpoint, or randomly initialised from a size preset."""
     scratch = model_cfg.from_scratch
     if scratch is None:
-        return load_model(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code, **task_kwargs)
+        return load_model(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code,
+                          allow_pickle=model_cfg.allow_pickle_weights, **task_kwargs)
     config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
     try:
         return auto_class.from_config(config)

@@ -55,7 +55,7 @@ class CausalLMTask:
         from lmctl.models import load_model
 
         set_seed(self.cfg.generation.seed)  # sampling in `predict` is repeatable
-        return load_model(AutoModelForCausalLM, path, tokenizer, key="--model")
+        return load_model(AutoModelForCausalLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def _bos(self, tokenizer) -> list[int]:

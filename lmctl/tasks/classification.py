@@ -121,7 +121,7 @@ class ClassificationTask:
 
         from lmctl.models import load_model
 
-        model = load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model")
+        model = load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
         cfg = model.config
         self.regression = cfg.problem_type == "regression" or cfg.num_labels == 1
         if not self.regression:

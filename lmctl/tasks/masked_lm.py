@@ -50,7 +50,7 @@ class MaskedLMTask:
 
         from lmctl.models import load_model
 
-        return load_model(AutoModelForMaskedLM, path, tokenizer, key="--model")
+        return load_model(AutoModelForMaskedLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def encode(self, ds, tokenizer, split: str, source: str):

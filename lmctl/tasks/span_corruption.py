@@ -112,7 +112,7 @@ class SpanCorruptionTask:
         from lmctl.models import load_model
 
         set_seed(self.cfg.generation.seed)
-        return load_model(AutoModelForSeq2SeqLM, path, tokenizer, key="--model")
+        return load_model(AutoModelForSeq2SeqLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def _set_tokenizer(self, tokenizer) -> None:
