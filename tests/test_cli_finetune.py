@@ -31,6 +31,9 @@ from lmctl.cli import app
 
 FAMILIES = ["bert", "gpt2", "t5"]
 TRAIN_ROWS, DEV_ROWS, BATCH, EPOCHS = 120, 40, 8, 8
+# The tiny T5 learns slowest: over six random inits it reached 0.875-1.0 dev accuracy in 8 epochs,
+# 1.0 every time in 12.
+FAMILY_EPOCHS = {"bert": EPOCHS, "gpt2": EPOCHS, "t5": 12}
 STEPS_PER_EPOCH = math.ceil(TRAIN_ROWS / BATCH)
 HEAD_CLASSES = {
     "bert": "BertForSequenceClassification",
@@ -107,9 +110,10 @@ def write_config(path: Path, model: Path, train: Path, dev: Path, output_dir: Pa
         "model": {"name_or_path": str(model)},
         "data": {"train_file": str(train), "validation_file": str(dev), "text_column": "sentence",
                  "label_column": "label"},
-        # lr 3e-3: tiny random models need far more than a pretrained one's 5e-5 to learn in 100 steps.
-        "training": {"num_epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 3.0e-3, "max_length": 48,
-                     "logging_steps": 1, "seed": 13},
+        # Tiny random models need far more than a pretrained one's 5e-5 to learn in 100 steps, and
+        # warmup: without it the tiny BERT stayed at chance on the pair task for 8 of 8 inits.
+        "training": {"num_epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 3.0e-3, "warmup_ratio": 0.1,
+                     "max_length": 48, "logging_steps": 1, "seed": 13},
         "output_dir": str(output_dir),
     }
     for section, values in sections.items():
@@ -195,7 +199,7 @@ def runs(tiny_models, sentiment, tmp_path_factory) -> dict:
     out = {}
     for family in FAMILIES:
         config = write_config(root / f"{family}.yaml", tiny_models[family], sentiment["train"], sentiment["dev"],
-                              root / family)
+                              root / family, training={"num_epochs": FAMILY_EPOCHS[family]})
         result = cli("finetune", config)
         out[family] = {"dir": root / family, "config": config, "result": result}
     return out
@@ -221,9 +225,10 @@ def test_run_directory_is_complete(runs, sentiment, family):
     assert metrics["train_samples_per_second"] > 0 and metrics["train_tokens_per_second"] > 0
     # Tokens per second counts real tokens, so it must exceed samples per second (sentences > 1 token).
     assert metrics["train_tokens_per_second"] > metrics["train_samples_per_second"]
-    assert metrics["completed_steps"] == EPOCHS * STEPS_PER_EPOCH
-    assert metrics["train_samples"] == EPOCHS * TRAIN_ROWS
-    # The data is learnable from one word; chance is 0.5. Measured: 0.95-1.0 for all three families.
+    assert metrics["completed_steps"] == FAMILY_EPOCHS[family] * STEPS_PER_EPOCH
+    assert metrics["train_samples"] == FAMILY_EPOCHS[family] * TRAIN_ROWS
+    # The data is learnable from one word; chance is 0.5. Measured over six random inits of the
+    # tiny models: 0.95-1.0 (T5 with its 12 epochs: 1.0).
     assert metrics["eval_accuracy"] >= 0.8, metrics
 
     # The resolved config in the run dir validates and is the config that ran.
@@ -266,13 +271,14 @@ def test_training_loss_fell(runs, family):
     assert [r["step"] for r in log if "loss" in r] == list(range(1, len(losses) + 1))
     assert len(losses) == read_json(run / "metrics.json")["completed_steps"]
     assert all(math.isfinite(x) for x in losses)
-    # Starts near ln 2 (two balanced classes) and ends far below it.
-    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    # Starts near ln 2 (two balanced classes) and ends below it. One batch is noisy, so the
+    # size of the fall is judged on 10-step means (measured ratio 0.01-0.17 over six inits).
+    assert losses[-1] < losses[0], (losses[0], losses[-1])
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), (losses[:10], losses[-10:])
     assert read_json(run / "metrics.json")["train_loss"] == pytest.approx(losses[-1])
     # An evaluation per epoch, each with the task's metrics.
     evals = [r for r in log if "eval_accuracy" in r]
-    assert [r["epoch"] for r in evals] == [float(e) for e in range(1, EPOCHS + 1)]
+    assert [r["epoch"] for r in evals] == [float(e) for e in range(1, FAMILY_EPOCHS[family] + 1)]
 
 
 # ---- evaluate -----------------------------------------------------------------------------------
@@ -388,7 +394,8 @@ def test_int_labels(tiny_models, tmp_path):
     out = tmp_path / "eval.json"
     cli("evaluate", "--model", run, "--data", dev_file, "--output", out)
     assert read_json(out)["metrics"]["accuracy"] == pytest.approx(metrics["eval_accuracy"], abs=1e-9)
-    records = jsonl(cli("predict", "--model", run, input="The chef was great.\nCold.\n").stdout)
+    texts = "The chef was great at school.\nA dog was cold in the park.\n"
+    records = jsonl(cli("predict", "--model", run, input=texts).stdout)
     assert [r["label"] for r in records] == ["1", "0"]
     assert all(set(r["scores"]) == {"0", "1"} for r in records)
 
@@ -494,7 +501,8 @@ def test_set_overrides_take_effect(tiny_models, sentiment, tmp_path):
     assert saved["training"]["seed"] == 5
     assert read_json(run / "metrics.json")["completed_steps"] == 3
     lrs = [r["lr"] for r in read_log(run) if "lr" in r]
-    assert lrs[0] < 2e-3 + 1e-12 and lrs[0] > 0  # linear decay from the overridden rate
+    # Warmup (1 of 3 steps) peaks at the overridden rate, not the file's 3e-3, then decays.
+    assert max(lrs) == pytest.approx(2e-3)
 
 
 def test_existing_output_dir_needs_overwrite(tiny_models, sentiment, tmp_path):

@@ -36,8 +36,9 @@ def invoke(*args: str):
 def three_class_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     kinds = {"positive": POSITIVE, "negative": NEGATIVE, "neutral": ["quiet", "slow", "strange"]}
-    return [{"sentence": sentence(rng, rng.choice(words)), "label": label}
-            for i in range(n) for label, words in [list(kinds.items())[i % 3]]]
+    labels = list(kinds)
+    return [{"sentence": sentence(rng, rng.choice(kinds[label])), "label": label}
+            for label in (labels[i % 3] for i in range(n))]
 
 
 def regression_rows(n: int, seed: int) -> list[dict]:
@@ -51,7 +52,8 @@ def trained(tiny_models, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("gates")
     out = {}
     for kind, rows in [("binary", sentiment_rows), ("multiclass", three_class_rows), ("regression", regression_rows)]:
-        train, dev = write_rows(root / f"{kind}-train.tsv", rows(48, 1)), write_rows(root / f"{kind}-dev.tsv", rows(24, 2))
+        train = write_rows(root / f"{kind}-train.tsv", rows(48, 1))
+        dev = write_rows(root / f"{kind}-dev.tsv", rows(24, 2))
         config = write_config(root / f"{kind}.yaml", tiny_models["bert"], train, dev, root / kind,
                               training={"max_steps": 4})
         result = invoke("finetune", config)

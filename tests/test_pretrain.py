@@ -398,20 +398,21 @@ def test_blank_line_documents(tmp_path):
 def test_streaming_with_max_steps(tmp_path):
     folder = tmp_path / "corpus"
     for i in range(2):
-        _write(folder / f"shard-{i}.txt", _sentences(150, 20 + i))
-    # More steps than one pass over the stream holds: the stream is read again (epochs) until max_steps.
+        _write(folder / f"shard-{i}.txt", _sentences(100, 20 + i))
+    # ~2,200 tokens make ~70 blocks of 32, ~9 batches of 8: 20 steps need the stream read twice or
+    # more (a stream that stopped after one pass would end the run early, short of max_steps).
     path = _corpus_config(tmp_path, str(folder), streaming=True)
-    result = cli("pretrain", path, "--set", "training.max_steps=40", "--set", "training.eval_strategy=steps",
-                 "--set", "training.eval_steps=20")
+    result = cli("pretrain", path, "--set", "training.max_steps=20", "--set", "training.eval_strategy=steps",
+                 "--set", "training.eval_steps=10")
     assert result.exit_code == 0, _explain(result)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["completed_steps"] == 40
+    assert metrics["completed_steps"] == 20
     assert json.loads((run / "data.json").read_text())["rows"] == {"train": "streamed", "validation": 20}
     train, evals = read_log(run)
-    assert [r["step"] for r in train] == list(range(1, 41))
+    assert [r["step"] for r in train] == list(range(1, 21))
     assert train[-1]["loss"] < train[0]["loss"] - 1.0  # it learnt from the stream
-    assert [r["step"] for r in evals] == [20, 40]
+    assert [r["step"] for r in evals] == [10, 20]
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     from transformers import AutoModelForCausalLM
 

@@ -1,0 +1,700 @@
+#!/usr/bin/env python
+"""Benchmark: `lmctl pretrain` against a plain Hugging Face `Trainer` script, per objective.
+
+    .venv/bin/python scripts/bench_pretrain.py                      # all three objectives, WikiText-2 valid
+    .venv/bin/python scripts/bench_pretrain.py --quick              # tiny models, 10 steps, 500 documents
+    .venv/bin/python scripts/bench_pretrain.py --objectives causal-lm --steps 100
+
+For each pretraining objective the same model trains on the same blocks with the same
+hyperparameters twice, and the script prints training throughput in tokens/s for each side,
+the ratio lmctl/Trainer, and the final training loss of each, which should be close.
+
+On this stack (transformers 5.24, accelerate 1.15) the two sides even draw the same random
+numbers: the batch order is a torch.randperm seeded with --seed on both (lmctl's
+LengthGroupedSampler over equal-length blocks; the seedable sampler accelerate puts under
+Trainer), and masks, spans and dropout come from the global torch RNG seeded with --seed.
+So masked-lm and span-corruption losses agree step for step (the largest per-step
+difference is printed) — a check that both sides do the same computation, which makes the
+tokens/s ratio a comparison of the loops alone. causal-lm differs by the eos labels and
+by the Trainer's loss divisor (both below).
+
+  objective         family  lmctl task        Trainer-side collator
+  masked-lm         BERT    masked-lm         DataCollatorForLanguageModeling(mlm_probability=0.15)
+  causal-lm         GPT-2   causal-lm         DataCollatorForLanguageModeling(mlm=False)
+  span-corruption   T5      span-corruption   lmctl's own span-corruption functions (see below)
+
+  A) lmctl: a temporary YAML config, `python -m lmctl pretrain CONFIG --overwrite` in a
+     subprocess, then OUTPUT_DIR/metrics.json and train_log.jsonl (one loss per step).
+  B) Trainer: this script re-invoked with a hidden `--run-trainer` flag, in a subprocess:
+     AutoModelFor{MaskedLM,CausalLM,Seq2SeqLM}.from_pretrained + `Trainer` with its defaults
+     and the collator above, the corpus tokenized and packed the run_mlm/run_clm way.
+
+The span-corruption baseline uses lmctl's collator functions: transformers ships T5's
+span-corruption collator (`DataCollatorForT5MLM`) only in its Flax example scripts and has
+no PyTorch one, so the Trainer side wraps `lmctl.tasks.span_corruption`'s `noise_mask`,
+`corrupt` and `inputs_and_targets_length` in a plain collate function (pad inputs with the
+pad id, labels with -100). That row therefore compares the training loops, not the
+collators.
+
+Why the comparison is fair
+  * Same model: one from-scratch model per objective (lmctl's `scratch_config` preset,
+    --size, default mini), built once with --seed and a tokenizer trained once on the corpus
+    with `lmctl.tokenizer_training.train_tokenizer` (--vocab-size, min frequency 2), saved to
+    a temporary directory. lmctl runs with model.name_or_path = that directory (the continued
+    pretraining path) and the Trainer side loads it too: both start from identical weights.
+  * Same blocks: the corpus (--data, one document per line, blank lines dropped) is read the
+    way lmctl reads it and tokenized exactly as lmctl's TextCorpus.tokenize/blocks do it:
+    each document on its own (BERT: with special tokens and a special-tokens mask; GPT-2:
+    no special tokens, eos appended; T5: no special tokens), concatenated per 1,000
+    documents, cut into blocks of --max-length tokens (T5: the raw length that corrupts to
+    --max-length input tokens, from inputs_and_targets_length), the tail of each 1,000
+    dropped. The script checks that both sides report the same number of blocks.
+    lmctl is given a tiny validation file (never used: evaluation is off) so that it trains
+    on the whole corpus instead of holding out a random 10%.
+  * Same hyperparameters: batch --batch-size (16), lr --lr (5e-4), --steps optimizer steps
+    (60), linear decay without warmup, weight decay 0, grad-norm clipping 1.0, AdamW
+    (lmctl: fused; Trainer: its default, adamw_torch_fused on torch >= 2.8; printed),
+    seed --seed, no evaluation (lmctl training.eval_strategy "no"; Trainer eval_strategy
+    "no"), no checkpoints during training, a loss logged every step on both sides.
+  * Same threads: both children get OMP_NUM_THREADS/MKL_NUM_THREADS = --threads (default:
+    torch's default here) and report `torch.get_num_threads()`. Each side runs in its own
+    process, pays its own imports, and they run one after the other, never together.
+
+Tokens/s, exactly
+  Tokens = the sum of `attention_mask` over every training batch the model's forward
+  received: non-padding *input* tokens (for T5, encoder tokens after corruption; decoder
+  tokens are not counted). lmctl sums it in its loop (train_tokens_per_second in
+  metrics.json); the Trainer side counts it with a forward pre-hook on the model (training
+  mode only). With packed blocks there is no padding, so it is steps x batch x max_length.
+  Seconds: lmctl's train_seconds sums the time of each optimizer step including fetching
+  and collating its batch (the first one includes starting the DataLoader iterator),
+  excluding model loading, data preparation, its per-step logging (a loss .item(), one JSON
+  line, a progress line: about a millisecond), evaluation and the final save. The Trainer's
+  train_runtime spans its training loop (fetching, collating, forward, backward, step,
+  logging), from just before `on_train_begin` to the end of the loop, so it too excludes
+  model loading, data preparation and dataloader/optimizer set-up (a callback timing
+  on_train_begin..on_train_end is kept in the JSON as loop_seconds to confirm it).
+  tokens/s = tokens / those seconds.
+  Final loss = the mean of the per-step training losses over the last 10 steps (or all
+  steps if fewer), read from lmctl's train_log.jsonl and from the Trainer's log_history;
+  "mean loss" is the mean over all steps (the Trainer's own train_loss).
+
+Known differences that are part of what is measured
+  * masked-lm: Trainer's remove_unused_columns drops the `special_tokens_mask` column (the
+    model's forward has no such argument), so DataCollatorForLanguageModeling recomputes it
+    per row with tokenizer.get_special_tokens_mask; lmctl's loop hands it to the collator.
+  * causal-lm: with GPT-2, pad == eos, and DataCollatorForLanguageModeling(mlm=False) sets
+    every label equal to the pad id to -100, so the Trainer side never trains on the eos
+    that ends each document; lmctl masks only padding (attention_mask 0). That removes
+    about one label per document on the Trainer side, so its loss is over slightly fewer
+    (and different) targets.
+  * causal-lm, a transformers 5.24 quirk in the Trainer's loss: it divides the summed token
+    loss by `num_items_in_batch`, which it counts over labels[..., 1:] only when the model's
+    `loss_type` maps to ForCausalLMLoss; GPT2LMHeadModel's class name matches no LOSS_MAPPING
+    key, so its loss_type is None and the count includes position 0 of every row (hence the
+    "`loss_type=None` ... unrecognized" warning). Its logged loss (and gradient) is therefore
+    about 1/max-length too small (0.8% at 128: ~0.06 at a loss of 7.6); Adam and grad-norm
+    clipping make the update nearly insensitive to that scale. The script records that
+    divisor per step and also prints the Trainer's loss per summed target, lmctl's measure.
+  * batch order: lmctl draws batches through transformers' LengthGroupedSampler (all blocks
+    have the same length, so it is a seeded random order); Trainer uses a RandomSampler,
+    which accelerate swaps for its seedable sampler (seeded with --seed).
+
+Timings are only as good as the machine is idle: the tables show each child's CPU use
+(CPU seconds / wall seconds; about the thread count when it had the cores to itself) and
+the 1-minute load average before it started, and a warning is printed when another process
+competed. Exit status 0 on success, 1 when any side fails (its last output lines are shown).
+
+Helpers shared with scripts/bench_finetune.py (child_env, run_child, lmctl_source,
+versions, fmt_row) are imported from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_finetune as common  # noqa: E402  (the finetune benchmark's subprocess and report helpers)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "wikitext2" / "tokens" / "wiki.valid.tokens"
+
+# objective → model family, Auto class, and what the Trainer side uses as a collator.
+OBJECTIVES = {
+    "masked-lm": {"family": "bert", "auto": "AutoModelForMaskedLM",
+                  "collator": "DataCollatorForLanguageModeling(mlm_probability=0.15)"},
+    "causal-lm": {"family": "gpt2", "auto": "AutoModelForCausalLM",
+                  "collator": "DataCollatorForLanguageModeling(mlm=False)"},
+    "span-corruption": {"family": "t5", "auto": "AutoModelForSeq2SeqLM",
+                        "collator": "lmctl span_corruption functions in a plain collate fn"},
+}
+MLM_PROBABILITY = 0.15       # lmctl's pretraining.mlm_probability default
+NOISE_DENSITY = 0.15         # lmctl's pretraining.noise_density default
+MEAN_NOISE_SPAN = 3.0        # lmctl's pretraining.mean_noise_span_length default
+MIN_FREQUENCY = 2            # lmctl's model.train_tokenizer.min_frequency default
+FINAL_LOSS_STEPS = 10        # "final loss" = mean over this many last steps
+QUICK = {"size": "tiny", "steps": 10, "max_docs": 500, "vocab_size": 2000}
+FULL = {"size": "mini", "steps": 60, "max_docs": 0, "vocab_size": 8000}
+
+
+# --------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Pretrain the same model two ways (lmctl vs a plain HF Trainer script), per objective, and "
+                    "compare tokens/s and training loss.",
+    )
+    p.add_argument("--objectives", default=",".join(OBJECTIVES),
+                   help="comma-separated, from: %s (default: all)" % ", ".join(OBJECTIVES))
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="text corpus, one document per line, blank lines dropped (default: %(default)s)")
+    p.add_argument("--size", choices=["tiny", "mini", "small", "base"], default=None,
+                   help=f"from-scratch preset (default: {FULL['size']}; {QUICK['size']} with --quick)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps per side (default: {FULL['steps']}; {QUICK['steps']} with --quick)")
+    p.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    p.add_argument("--max-length", type=int, default=128, help="block length in tokens (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=5e-4, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=42, help="model init, sampler and masking seed (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help=f"trained tokenizer vocabulary (default: {FULL['vocab_size']}; {QUICK['vocab_size']} with --quick)")
+    p.add_argument("--max-docs", type=int, default=None,
+                   help=f"use only the first N non-empty documents, 0 = all (default: all; {QUICK['max_docs']} "
+                        "with --quick)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for both sides (default: torch's default on this machine)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: size {size}, {steps} steps, first {max_docs} documents, vocab {vocab_size}"
+                   .format(**QUICK))
+    p.add_argument("--output-json", default=None, metavar="PATH", help="also write the results here as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work folder (models, configs, logs)")
+    # Internal: the Trainer side, run by this script in a child process.
+    p.add_argument("--run-trainer", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--objective", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.run_trainer:
+        return args
+    preset = QUICK if args.quick else FULL
+    for name in ("size", "steps", "max_docs", "vocab_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, preset[name])
+    names = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    unknown = [o for o in names if o not in OBJECTIVES]
+    if unknown or not names:
+        p.error(f"--objectives: unknown '{','.join(unknown)}'; choose from {', '.join(OBJECTIVES)}")
+    args.objectives = list(dict.fromkeys(names))
+    for name in ("steps", "batch_size", "max_length", "lr", "vocab_size"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.max_docs < 0:
+        p.error("--max-docs must be >= 0")
+    return args
+
+
+# --------------------------------------------------------------------------------------
+# Corpus: read as lmctl reads a .txt/.tokens file (data.read_frame + TextCorpus.tokenize's filter)
+# --------------------------------------------------------------------------------------
+def read_documents(path: str | Path) -> list[str]:
+    """One document per line (str.splitlines of the UTF-8 text), blank lines dropped."""
+    text = Path(path).read_bytes().decode("utf-8-sig")
+    return [d for d in text.splitlines() if d.strip()]
+
+
+def span_lengths(max_length: int) -> tuple[int, int]:
+    from lmctl.tasks.span_corruption import inputs_and_targets_length
+
+    return inputs_and_targets_length(max_length, NOISE_DENSITY, MEAN_NOISE_SPAN)
+
+
+# --------------------------------------------------------------------------------------
+# B) The plain Trainer script (child process)
+# --------------------------------------------------------------------------------------
+class SpanCorruptionCollator:
+    """T5 span corruption for PyTorch, built from lmctl's functions (transformers has only a Flax one)."""
+
+    def __init__(self, tokenizer, noise_density: float, mean_span: float):
+        self.tokenizer = tokenizer
+        self.noise_density, self.mean_span = noise_density, mean_span
+        self.sentinels = []
+        for k in range(1000):
+            token_id = tokenizer.convert_tokens_to_ids(f"<extra_id_{k}>")
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                break
+            self.sentinels.append(token_id)
+        if not self.sentinels:
+            raise SystemExit("error: the T5 tokenizer has no <extra_id_N> sentinels")
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        from lmctl.tasks.span_corruption import corrupt, noise_mask
+
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        inputs, labels = [], []
+        for f in features:
+            ids = list(f["input_ids"])
+            mask = noise_mask(len(ids), self.noise_density, self.mean_span)
+            x, y = corrupt(ids, mask, self.sentinels, eos)
+            inputs.append(x)
+            labels.append(y)
+        wx, wy = max(map(len, inputs)), max(map(len, labels))
+        return {
+            "input_ids": torch.tensor([x + [pad] * (wx - len(x)) for x in inputs]),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (wx - len(x)) for x in inputs]),
+            "labels": torch.tensor([y + [-100] * (wy - len(y)) for y in labels]).contiguous(),
+        }
+
+
+def run_trainer(args: argparse.Namespace) -> None:
+    """Plain Hugging Face pretraining, the run_mlm / run_clm way, with Trainer defaults."""
+    import time
+
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, PrinterCallback, Trainer,
+                              TrainerCallback, TrainingArguments, set_seed)
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+
+    objective = args.objective
+    spec = OBJECTIVES[objective]
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # GPT-2 convention (the saved tokenizer already has one)
+    model = getattr(transformers, spec["auto"]).from_pretrained(args.model)
+
+    raw = Dataset.from_dict({"text": read_documents(args.corpus)})
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch):
+        if objective == "masked-lm":
+            return tokenizer(batch["text"], add_special_tokens=True, return_special_tokens_mask=True)
+        enc = tokenizer(batch["text"], add_special_tokens=False)
+        if objective == "causal-lm":
+            enc["input_ids"] = [ids + [eos] for ids in enc["input_ids"]]
+            enc["attention_mask"] = [m + [1] for m in enc["attention_mask"]]
+            return enc
+        return {"input_ids": enc["input_ids"]}
+
+    block = span_lengths(args.max_length)[0] if objective == "span-corruption" else args.max_length
+
+    def group_texts(examples):  # run_clm's group_texts
+        joined = {k: [x for seq in v for x in seq] for k, v in examples.items()}
+        total = len(joined["input_ids"])
+        if total >= block:
+            total = (total // block) * block
+        return {k: [t[i:i + block] for i in range(0, total, block)] for k, t in joined.items()}
+
+    tokenized = raw.map(tokenize, batched=True, remove_columns=["text"])
+    train_ds = tokenized.map(group_texts, batched=True, batch_size=1000)
+
+    if objective == "masked-lm":
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
+    elif objective == "causal-lm":
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    else:
+        collator = SpanCorruptionCollator(tokenizer, NOISE_DENSITY, MEAN_NOISE_SPAN)
+
+    # Tokens the model's forward sees in training: the attention-mask sum, as lmctl counts it.
+    # Also the divisor Trainer hands the loss (num_items_in_batch) against the labels the loss sums
+    # over: for GPT2LMHeadModel, transformers 5.24 counts the unshifted labels (see the docstring).
+    seen = {"tokens": 0, "batches": 0, "loss_scale": []}
+
+    def count_tokens(module, fargs, fkwargs):
+        if module.training:
+            mask = fkwargs.get("attention_mask")
+            ids = fkwargs.get("input_ids")
+            seen["tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
+            seen["batches"] += 1
+            n_items, labels = fkwargs.get("num_items_in_batch"), fkwargs.get("labels")
+            if objective == "causal-lm" and n_items is not None and labels is not None:
+                seen["loss_scale"].append(float(n_items) / max(int((labels[:, 1:] != -100).sum()), 1))
+
+    model.register_forward_pre_hook(count_tokens, with_kwargs=True)
+
+    class LoopClock(TrainerCallback):  # the loop's own span, to show next to train_runtime
+        def on_train_begin(self, *a, **k):
+            self.start = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            self.seconds = time.perf_counter() - self.start
+
+    clock = LoopClock()
+    set_seed(args.seed)
+    targs = TrainingArguments(
+        output_dir=str(Path(args.workdir) / "trainer-out"),
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        max_steps=args.steps,
+        seed=args.seed,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
+                      data_collator=collator, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)  # no log dict printed per step (disable_tqdm adds it)
+    optim = getattr(targs.optim, "value", targs.optim)
+    print(f"trainer: {len(train_ds)} blocks of {block} tokens, optim {optim}, collator "
+          f"{type(collator).__name__}, {torch.get_num_threads()} threads", flush=True)
+    train_out = trainer.train()
+    m = train_out.metrics
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    fused = bool(inner.defaults.get("fused")) if inner is not None else None
+    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
+
+    # Per-step loss as a mean over the labels the loss sums (shifted), to compare with lmctl's.
+    scale = seen["loss_scale"]
+    corrected = [l * f for l, f in zip(losses, scale)] if scale and len(scale) == len(losses) else None
+
+    runtime = float(m["train_runtime"])
+    result = {
+        "blocks": len(train_ds),
+        "block_length": block,
+        "train_seconds": runtime,
+        "loop_seconds": round(getattr(clock, "seconds", float("nan")), 3),
+        "train_tokens": seen["tokens"],
+        "forward_batches": seen["batches"],
+        "tokens_per_second": seen["tokens"] / runtime,
+        "samples_per_second": seen["batches"] * args.batch_size / runtime,
+        "completed_steps": int(train_out.global_step),
+        "train_loss_mean": float(train_out.training_loss),
+        "losses": losses,
+        "loss_divisor_over_targets": scale or None,
+        "losses_per_target": corrected,
+        "optim": str(optim),
+        "fused_adamw": fused,
+        "torch_threads": torch.get_num_threads(),
+    }
+    Path(args.result).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"trainer: done, {result['tokens_per_second']:.0f} tokens/s, {len(losses)} losses logged", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# The driver (parent process)
+# --------------------------------------------------------------------------------------
+def build_model(objective: str, docs: list[str], args, out_dir: Path) -> dict:
+    """Train the family's tokenizer on the corpus, build a seeded from-scratch model, save both."""
+    import time
+
+    import transformers
+    from transformers import set_seed
+
+    from lmctl.models import count_parameters, scratch_config
+    from lmctl.tokenizer_training import train_tokenizer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bar
+    spec = OBJECTIVES[objective]
+    start = time.perf_counter()
+    tokenizer = train_tokenizer(spec["family"], docs, args.vocab_size, MIN_FREQUENCY,
+                                model_max_length=args.max_length)
+    set_seed(args.seed)
+    config = scratch_config(spec["family"], args.size, {}, tokenizer, args.max_length)
+    model = getattr(transformers, spec["auto"]).from_config(config)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {"family": spec["family"], "size": args.size, "model_class": type(model).__name__,
+            "parameters": count_parameters(model), "vocab": len(tokenizer),
+            "build_seconds": round(time.perf_counter() - start, 1)}
+    del model
+    return info
+
+
+def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, output_dir: Path, a) -> str:
+    import yaml
+
+    cfg = {
+        "task": objective,
+        "model": {"name_or_path": str(model_dir)},
+        "data": {
+            "train_file": str(corpus),
+            "validation_file": str(valid),  # never read for training; without it lmctl would hold out 10%
+            "text_column": "text",
+            "packing": True,
+        },
+        "training": {
+            "max_steps": a.steps,
+            "batch_size": a.batch_size,
+            "learning_rate": float(a.lr),
+            "max_length": a.max_length,
+            "seed": a.seed,
+            "eval_strategy": "no",
+            "logging_steps": 1,      # one loss per step in train_log.jsonl, as the Trainer side logs
+            "save_best": False,
+        },
+        "pretraining": {
+            "mlm_probability": MLM_PROBABILITY,
+            "noise_density": NOISE_DENSITY,
+            "mean_noise_span_length": MEAN_NOISE_SPAN,
+        },
+        "output_dir": str(output_dir),
+    }
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def final_loss(losses: list[float]) -> float | None:
+    tail = losses[-FINAL_LOSS_STEPS:]
+    return sum(tail) / len(tail) if tail else None
+
+
+def run_lmctl_side(objective: str, model_dir: Path, corpus: Path, valid: Path, work: Path, env: dict, args) -> dict:
+    out_dir = work / "lmctl-out"
+    cfg_path = work / "lmctl.yaml"
+    cfg_path.write_text(lmctl_config(objective, model_dir, corpus, valid, out_dir, args), encoding="utf-8")
+    load = os.getloadavg()[0]
+    log_path = work / "lmctl.log"
+    wall, cpu = common.run_child(f"{objective}/lmctl",
+                                 [sys.executable, "-m", "lmctl", "pretrain", str(cfg_path), "--overwrite"], env,
+                                 log_path)
+    m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    env_json = json.loads((out_dir / "environment.json").read_text(encoding="utf-8"))
+    losses = []
+    for line in (out_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            losses.append(float(rec["loss"]))
+    found = re.search(r"training: (\d+) examples", log_path.read_text(encoding="utf-8", errors="replace"))
+    secs = m["train_seconds"]
+    return {
+        "blocks": int(found.group(1)) if found else None,
+        "train_seconds": secs,
+        "train_tokens": round(m["train_tokens_per_second"] * secs),
+        "tokens_per_second": m["train_tokens_per_second"],
+        "samples_per_second": m.get("train_samples_per_second"),
+        "completed_steps": m.get("completed_steps"),
+        "train_loss_mean": sum(losses) / len(losses) if losses else None,
+        "losses": losses,
+        "torch_threads": env_json.get("torch_threads"),
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "load_before": round(load, 2),
+        "metrics_json": m,
+    }
+
+
+def run_trainer_side(objective: str, model_dir: Path, corpus: Path, work: Path, env: dict, args) -> dict:
+    result_path = work / "trainer.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trainer", "--objective", objective,
+           "--model", str(model_dir), "--corpus", str(corpus), "--result", str(result_path),
+           "--workdir", str(work), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed)]
+    load = os.getloadavg()[0]
+    wall, cpu = common.run_child(f"{objective}/trainer", cmd, env, work / "trainer.log")
+    r = json.loads(result_path.read_text(encoding="utf-8"))
+    r.update(wall_seconds=round(wall, 2), cpu_seconds=round(cpu, 2), load_before=round(load, 2))
+    return r
+
+
+def report_objective(objective: str, res: dict, model_info: dict, threads: int) -> dict:
+    m = model_info
+    print(f"== {objective}: {m['model_class']} ({m['family']} {m['size']}, {m['parameters'] / 1e6:.2f}M parameters, "
+          f"vocab {m['vocab']}); Trainer side: {OBJECTIVES[objective]['collator']}")
+    header = ["", "tokens/s", "train s", "tokens", "steps", "blocks", "final loss", "mean loss", "threads",
+              "wall s", "cpu", "load"]
+    widths = [8, 9, 8, 8, 6, 7, 10, 9, 7, 7, 5, 5]
+    print(common.fmt_row(header, widths))
+    for side in ("lmctl", "trainer"):
+        r = res.get(side)
+        if not r:
+            continue
+        fl, ml = final_loss(r["losses"]), r.get("train_loss_mean")
+        print(common.fmt_row([side, f"{r['tokens_per_second']:.0f}", f"{r['train_seconds']:.1f}", r["train_tokens"],
+                              r.get("completed_steps", "-"), r.get("blocks") or "-",
+                              f"{fl:.4f}" if fl is not None else "-", f"{ml:.4f}" if ml is not None else "-",
+                              r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
+                              f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}", f"{r['load_before']:.1f}"],
+                             widths))
+    comparison: dict = {}
+    if "lmctl" in res and "trainer" in res:
+        a, b = res["lmctl"], res["trainer"]
+        comparison = {
+            "tokens_per_second_ratio": a["tokens_per_second"] / b["tokens_per_second"],
+            "final_loss_lmctl": final_loss(a["losses"]),
+            "final_loss_trainer": final_loss(b["losses"]),
+            "same_blocks": a.get("blocks") == b.get("blocks"),
+        }
+        pairs = list(zip(a["losses"], b["losses"]))
+        comparison["max_step_loss_diff"] = max((abs(x - y) for x, y in pairs), default=None)
+        print(f"ratio     lmctl/Trainer tokens/s: {comparison['tokens_per_second_ratio']:.2f}x   "
+              f"(Trainer optim {b.get('optim')}, fused={b.get('fused_adamw')})")
+        if pairs:
+            print(f"loss      largest per-step difference over {len(pairs)} steps: "
+                  f"{comparison['max_step_loss_diff']:.4f}")
+        if b.get("losses_per_target"):
+            fixed = b["losses_per_target"]
+            comparison["final_loss_trainer_per_target"] = final_loss(fixed)
+            comparison["max_step_loss_diff_per_target"] = max(abs(x - y) for x, y in zip(a["losses"], fixed))
+            f = b["loss_divisor_over_targets"]
+            print(f"loss      Trainer divides the summed loss by {min(f):.4f}-{max(f):.4f}x the targets it sums "
+                  f"(unshifted label count, see docstring); per target its final loss is "
+                  f"{comparison['final_loss_trainer_per_target']:.4f}, largest per-step difference to lmctl "
+                  f"{comparison['max_step_loss_diff_per_target']:.4f} (the eos labels)")
+        if not comparison["same_blocks"]:
+            print(f"warning   the sides packed different block counts (lmctl {a.get('blocks')}, "
+                  f"Trainer {b.get('blocks')}): the data paths diverge")
+    cpu = [r["cpu_seconds"] / max(r["wall_seconds"], 1e-9) for r in res.values()]
+    loads = [r["load_before"] for r in res.values()]
+    if any(c < 0.8 * threads for c in cpu) or any(lo > 0.5 for lo in loads):
+        print("warning   other processes shared the CPU during this objective (low cpu or high load above): "
+              "timings are noisy; rerun on an idle machine for numbers to quote")
+    print(flush=True)
+    return comparison
+
+
+def main() -> None:
+    args = parse_args()
+    if args.run_trainer:
+        run_trainer(args)
+        return
+
+    import platform
+
+    import torch
+
+    data = Path(args.data)
+    if not data.is_file():
+        sys.exit(f"error: --data {data}: no such file (a text corpus, one document per line)")
+    threads = args.threads or torch.get_num_threads()
+    docs_all = read_documents(data)
+    if not docs_all:
+        sys.exit(f"error: --data {data}: no non-empty lines")
+    docs = docs_all[:args.max_docs] if args.max_docs else docs_all
+
+    work = Path(tempfile.mkdtemp(prefix="lmctl-bench-pretrain-"))
+    failed = False
+    try:
+        if len(docs) < len(docs_all):
+            corpus = work / "corpus.txt"
+            corpus.write_text("\n".join(docs) + "\n", encoding="utf-8")
+        else:
+            corpus = data.resolve()
+        valid = work / "valid.txt"
+        valid.write_text("\n".join(docs[:8]) + "\n", encoding="utf-8")
+        env = common.child_env(threads)
+
+        info = {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": threads,
+            "packages": common.versions(),
+            "lmctl_source": common.lmctl_source(),
+        }
+        setup = {
+            "data": str(data.resolve()),
+            "documents": len(docs),
+            "documents_in_file": len(docs_all),
+            "objectives": args.objectives,
+            "size": args.size,
+            "vocab_size": args.vocab_size,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "learning_rate": args.lr,
+            "seed": args.seed,
+            "final_loss_steps": FINAL_LOSS_STEPS,
+        }
+        print("== environment", flush=True)
+        print(f"python {info['python']}  {info['platform']}  cpus {info['cpu_count']}  torch threads {threads}")
+        print("  ".join(f"{k} {v}" for k, v in info["packages"].items()))
+        print(f"lmctl from {info['lmctl_source']}")
+        load = os.getloadavg()
+        info["load_average_at_start"] = [round(x, 2) for x in load]
+        print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) on {os.cpu_count()} cpus"
+              + ("  -- the machine is busy: expect noisy timings" if load[0] > 0.5 else ""))
+        print("== setup")
+        print(f"data    {setup['data']}: {len(docs)} of {len(docs_all)} non-empty documents")
+        print(f"hparams size {args.size}  vocab {args.vocab_size}  steps {args.steps}  batch {args.batch_size}  "
+              f"max_length {args.max_length}  lr {args.lr:g}  seed {args.seed}  (no eval, loss logged every step)")
+        print("tokens/s = attention-mask sum of the training batches / train seconds (lmctl: train_seconds; "
+              "Trainer: train_runtime); final loss = mean of the last "
+              f"{FINAL_LOSS_STEPS} per-step losses; mean loss = over all steps", flush=True)
+        print(flush=True)
+
+        results: dict = {}
+        models: dict = {}
+        comparisons: dict = {}
+        for objective in args.objectives:
+            owork = work / objective
+            owork.mkdir()
+            model_dir = owork / "model"
+            print(f"[{objective}] building the {args.size} {OBJECTIVES[objective]['family']} model and tokenizer ...",
+                  file=sys.stderr, flush=True)
+            models[objective] = build_model(objective, docs, args, model_dir)
+            res: dict = {}
+            try:
+                res["lmctl"] = run_lmctl_side(objective, model_dir, corpus, valid, owork, env, args)
+                res["trainer"] = run_trainer_side(objective, model_dir, corpus, owork, env, args)
+            except SystemExit:
+                failed = True
+                print(f"error: {objective}: a side failed; see the log above", file=sys.stderr, flush=True)
+            results[objective] = res
+            if res:
+                comparisons[objective] = report_objective(objective, res, models[objective], threads)
+
+        summary(results, comparisons)
+        if args.output_json:
+            payload = {"environment": info, "setup": setup, "models": models, "results": results,
+                       "comparison": comparisons}
+            Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+            print(f"results written to {args.output_json}")
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def summary(results: dict, comparisons: dict) -> None:
+    print("== summary (tokens/s: higher is better; final loss: mean of the last "
+          f"{FINAL_LOSS_STEPS} steps, should be close)")
+    header = ["objective", "lmctl tok/s", "Trainer tok/s", "ratio", "lmctl loss", "Trainer loss"]
+    widths = [16, 11, 13, 6, 10, 12]
+    print(common.fmt_row(header, widths))
+    for objective, res in results.items():
+        a, b = res.get("lmctl"), res.get("trainer")
+        la = final_loss(a["losses"]) if a else None
+        lb = final_loss(b["losses"]) if b else None
+        ratio = comparisons.get(objective, {}).get("tokens_per_second_ratio")
+        print(common.fmt_row([
+            objective,
+            f"{a['tokens_per_second']:.0f}" if a else "failed",
+            f"{b['tokens_per_second']:.0f}" if b else "failed",
+            f"{ratio:.2f}x" if ratio else "-",
+            f"{la:.4f}" if la is not None else "-",
+            f"{lb:.4f}" if lb is not None else "-",
+        ], widths))
+    for objective, comp in comparisons.items():
+        if comp.get("final_loss_trainer_per_target") is not None:
+            print(f"{objective}: the Trainer's logged loss is divided by the unshifted label count (transformers "
+                  f"5.24, GPT2LMHeadModel); per summed target it is {comp['final_loss_trainer_per_target']:.4f}")
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
