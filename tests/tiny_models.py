@@ -253,6 +253,9 @@ def build_tiny_t5(out_dir: str | Path) -> Path:
 
 def build_all(root: str | Path) -> dict[str, Path]:
     """Build the three tiny checkpoints under root/{bert,gpt2,t5}."""
+    import torch
+
+    torch.manual_seed(0)  # the same tiny weights in every session: thresholds hold run to run
     root = Path(root)
     return {
         "bert": build_tiny_bert(root / "bert"),

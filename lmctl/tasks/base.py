@@ -16,6 +16,8 @@ class Task(Protocol):
     name: str
     main_metric: str
     greater_is_better: bool
+    metric_names: tuple[str, ...]
+    """The keys `compute_metrics` reports (checked against gates and metric_for_best up front)."""
     predict_modes: tuple[str, ...]
     """What `lmctl predict --mode` accepts; the first is the default."""
     mode: str

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from lmctl.tasks.lm_common import (
-    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, token_nll,
+    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, PERPLEXITY_METRICS, token_nll,
 )
 
 
@@ -23,6 +23,7 @@ class CausalLMTask:
     name = "causal-lm"
     main_metric = "loss"
     greater_is_better = False
+    metric_names = PERPLEXITY_METRICS
     predict_modes = ("generate", "score")
 
     def __init__(self, cfg, console):

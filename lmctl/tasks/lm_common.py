@@ -126,6 +126,9 @@ def token_nll(logits, labels, shift: bool):
     return (loss * mask).sum(1), mask.sum(1)
 
 
+PERPLEXITY_METRICS = ("loss", "perplexity", "tokens")
+
+
 def perplexity_metrics(outputs: dict) -> dict[str, float]:
     nll = float(np.sum(outputs["nll"]))
     count = float(np.sum(outputs["tokens"]))

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmctl.tasks.lm_common import TextCorpus, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll
+from lmctl.tasks.lm_common import (
+    PERPLEXITY_METRICS, TextCorpus, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll,
+)
 
 
 class MaskedLMTask:
     name = "masked-lm"
     main_metric = "loss"
     greater_is_better = False
+    metric_names = PERPLEXITY_METRICS
     predict_modes = ("fill-mask",)
 
     def __init__(self, cfg, console):

@@ -15,7 +15,7 @@ import torch
 from lmctl.errors import UserError
 from lmctl.tasks.causal_lm import decode_generated
 from lmctl.tasks.lm_common import (
-    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, seeded, token_nll,
+    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, PERPLEXITY_METRICS, seeded, token_nll,
 )
 
 
@@ -79,6 +79,7 @@ class SpanCorruptionTask:
     name = "span-corruption"
     main_metric = "loss"
     greater_is_better = False
+    metric_names = PERPLEXITY_METRICS
     predict_modes = ("generate",)
 
     def __init__(self, cfg, console):
