@@ -9,14 +9,16 @@ For each pretraining objective the same model trains on the same blocks with the
 hyperparameters twice, and the script prints training throughput in tokens/s for each side,
 the ratio lmctl/Trainer, and the final training loss of each, which should be close.
 
-On this stack (transformers 5.24, accelerate 1.15) the two sides even draw the same random
-numbers: the batch order is a torch.randperm seeded with --seed on both (lmctl's
-LengthGroupedSampler over equal-length blocks; the seedable sampler accelerate puts under
-Trainer), and masks, spans and dropout come from the global torch RNG seeded with --seed.
-So masked-lm and span-corruption losses agree step for step (the largest per-step
-difference is printed) — a check that both sides do the same computation, which makes the
-tokens/s ratio a comparison of the loops alone. causal-lm differs by the eos labels and
-by the Trainer's loss divisor (both below).
+Both sides see the same batches in the same order: a torch.randperm seeded with --seed
+(lmctl's LengthGroupedSampler over equal-length blocks; the seedable sampler accelerate
+puts under Trainer). Masks, spans and dropout come from the global torch RNG, seeded with
+--seed on both sides but left in different states by the two loops (for one, lmctl's
+DataLoader has its own generator, so starting its iterator draws nothing from the global
+RNG; a default DataLoader draws its base seed there), so masked-lm and span-corruption
+draw different masks and their per-step losses differ by batch noise (the
+largest per-step difference is printed; the 10-step means stay close). causal-lm has no
+masks and its per-step losses track closely, apart from the eos labels and the Trainer's
+loss divisor (both below).
 
   objective         family  lmctl task        Trainer-side collator
   masked-lm         BERT    masked-lm         DataCollatorForLanguageModeling(mlm_probability=0.15)
@@ -65,16 +67,23 @@ Tokens/s, exactly
   received: non-padding *input* tokens (for T5, encoder tokens after corruption; decoder
   tokens are not counted). lmctl sums it in its loop (train_tokens_per_second in
   metrics.json); the Trainer side counts it with a forward pre-hook on the model (training
-  mode only). With packed blocks there is no padding, so it is steps x batch x max_length.
+  mode only). With packed blocks there is no padding, so it is steps x batch x max_length
+  (the table's lmctl count is rate x seconds from metrics.json, so it can be off by a few).
   Seconds: lmctl's train_seconds sums the time of each optimizer step including fetching
   and collating its batch (the first one includes starting the DataLoader iterator),
-  excluding model loading, data preparation, its per-step logging (a loss .item(), one JSON
-  line, a progress line: about a millisecond), evaluation and the final save. The Trainer's
+  and its per-batch counter reduction, excluding model loading, data preparation, its log
+  line (one JSON line and a progress update: about a millisecond), evaluation and the final
+  save. The Trainer's
   train_runtime spans its training loop (fetching, collating, forward, backward, step,
   logging), from just before `on_train_begin` to the end of the loop, so it too excludes
   model loading, data preparation and dataloader/optimizer set-up (a callback timing
   on_train_begin..on_train_end is kept in the JSON as loop_seconds to confirm it).
   tokens/s = tokens / those seconds.
+  "median" = tokens per step / the median step time, from each side's per-step times
+  (lmctl: train_log.jsonl's samples_per_second, one step per line, rounded to 0.01; Trainer:
+  the time between consecutive on_step_end callbacks, the first from on_train_begin). A
+  burst of load from another process slows a few steps and moves the total but hardly
+  the median: on a busy machine, compare the medians.
   Final loss = the mean of the per-step training losses over the last 10 steps (or all
   steps if fewer), read from lmctl's train_log.jsonl and from the Trainer's log_history;
   "mean loss" is the mean over all steps (the Trainer's own train_loss).
@@ -103,7 +112,12 @@ Known differences that are part of what is measured
 Timings are only as good as the machine is idle: the tables show each child's CPU use
 (CPU seconds / wall seconds; about the thread count when it had the cores to itself) and
 the 1-minute load average before it started, and a warning is printed when another process
-competed. Exit status 0 on success, 1 when any side fails (its last output lines are shown).
+competed. On a shared machine the load comes in bursts that can slow one child several
+times over; --repeats N runs each side N times, alternating which goes first (lmctl,
+Trainer, then Trainer, lmctl, ...), and compares medians; the "median" column is
+tokens/s from the median step time over all of a side's steps. --output-json keeps
+every run (results[objective][side] is a list of runs, with per-step losses and times).
+Exit status 0 on success, 1 when any side fails (its last output lines are shown).
 
 Helpers shared with scripts/bench_finetune.py (child_env, run_child, lmctl_source,
 versions, fmt_row) are imported from it.
@@ -169,6 +183,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-docs", type=int, default=None,
                    help=f"use only the first N non-empty documents, 0 = all (default: all; {QUICK['max_docs']} "
                         "with --quick)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per side, alternating which side goes first (lmctl, Trainer, Trainer, lmctl, ...); "
+                        "the table reports medians (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for both sides (default: torch's default on this machine)")
     p.add_argument("--quick", action="store_true",
@@ -195,7 +212,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown or not names:
         p.error(f"--objectives: unknown '{','.join(unknown)}'; choose from {', '.join(OBJECTIVES)}")
     args.objectives = list(dict.fromkeys(names))
-    for name in ("steps", "batch_size", "max_length", "lr", "vocab_size"):
+    for name in ("steps", "batch_size", "max_length", "lr", "vocab_size", "repeats"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.max_docs < 0:
@@ -330,9 +347,15 @@ def run_trainer(args: argparse.Namespace) -> None:
 
     model.register_forward_pre_hook(count_tokens, with_kwargs=True)
 
-    class LoopClock(TrainerCallback):  # the loop's own span, to show next to train_runtime
+    class LoopClock(TrainerCallback):  # the loop's span (to check train_runtime) and each step's time
         def on_train_begin(self, *a, **k):
-            self.start = time.perf_counter()
+            self.start = self.last = time.perf_counter()
+            self.steps = []
+
+        def on_step_end(self, *a, **k):  # previous on_step_end → this one: fetch, collate, step (+ last log)
+            now = time.perf_counter()
+            self.steps.append(now - self.last)
+            self.last = now
 
         def on_train_end(self, *a, **k):
             self.seconds = time.perf_counter() - self.start
@@ -366,7 +389,7 @@ def run_trainer(args: argparse.Namespace) -> None:
 
     # Per-step loss as a mean over the labels the loss sums (shifted), to compare with lmctl's.
     scale = seen["loss_scale"]
-    corrected = [l * f for l, f in zip(losses, scale)] if scale and len(scale) == len(losses) else None
+    corrected = [loss * f for loss, f in zip(losses, scale)] if scale and len(scale) == len(losses) else None
 
     runtime = float(m["train_runtime"])
     result = {
@@ -374,6 +397,7 @@ def run_trainer(args: argparse.Namespace) -> None:
         "block_length": block,
         "train_seconds": runtime,
         "loop_seconds": round(getattr(clock, "seconds", float("nan")), 3),
+        "step_seconds": [round(x, 5) for x in getattr(clock, "steps", [])],
         "train_tokens": seen["tokens"],
         "forward_batches": seen["batches"],
         "tokens_per_second": seen["tokens"] / runtime,
@@ -443,6 +467,7 @@ def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, out
             "eval_strategy": "no",
             "logging_steps": 1,      # one loss per step in train_log.jsonl, as the Trainer side logs
             "save_best": False,
+            "save_steps": None,      # no checkpoints during training (Trainer: save_strategy "no")
         },
         "pretraining": {
             "mlm_probability": MLM_PROBABILITY,
@@ -452,6 +477,16 @@ def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, out
         "output_dir": str(output_dir),
     }
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def median_step_tokens_per_second(r: dict) -> float | None:
+    """Tokens per step (all steps carry the same packed tokens) / the median step time."""
+    import statistics
+
+    steps = r.get("step_seconds") or []
+    if not steps or not r.get("completed_steps"):
+        return None
+    return r["train_tokens"] / r["completed_steps"] / statistics.median(steps)
 
 
 def final_loss(losses: list[float]) -> float | None:
@@ -470,11 +505,13 @@ def run_lmctl_side(objective: str, model_dir: Path, corpus: Path, valid: Path, w
                                  log_path)
     m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
     env_json = json.loads((out_dir / "environment.json").read_text(encoding="utf-8"))
-    losses = []
+    losses, step_seconds = [], []
     for line in (out_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         if "loss" in rec:
             losses.append(float(rec["loss"]))
+            if rec.get("samples_per_second"):  # one step per line (logging_steps 1): batch / its seconds
+                step_seconds.append(args.batch_size / float(rec["samples_per_second"]))
     found = re.search(r"training: (\d+) examples", log_path.read_text(encoding="utf-8", errors="replace"))
     secs = m["train_seconds"]
     return {
@@ -486,6 +523,7 @@ def run_lmctl_side(objective: str, model_dir: Path, corpus: Path, valid: Path, w
         "completed_steps": m.get("completed_steps"),
         "train_loss_mean": sum(losses) / len(losses) if losses else None,
         "losses": losses,
+        "step_seconds": [round(x, 5) for x in step_seconds],
         "torch_threads": env_json.get("torch_threads"),
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),
@@ -507,58 +545,94 @@ def run_trainer_side(objective: str, model_dir: Path, corpus: Path, work: Path, 
     return r
 
 
+def side_summary(runs: list[dict]) -> dict:
+    """One side's figures over its runs: medians of the speeds, losses of the first run."""
+    import statistics
+
+    first = runs[0]
+    steps = [x for r in runs for x in r.get("step_seconds") or []]
+    med = None
+    if steps and first.get("completed_steps"):
+        med = first["train_tokens"] / first["completed_steps"] / statistics.median(steps)
+    return {
+        "tokens_per_second": statistics.median(r["tokens_per_second"] for r in runs),
+        "median_step_tokens_per_second": med,
+        "final_loss": final_loss(first["losses"]),
+        "losses": first["losses"],
+        "blocks": first.get("blocks"),
+        "runs": len(runs),
+    }
+
+
 def report_objective(objective: str, res: dict, model_info: dict, threads: int) -> dict:
+    """res: side → list of runs. Prints one row per run, then the comparison of the sides' medians."""
     m = model_info
     print(f"== {objective}: {m['model_class']} ({m['family']} {m['size']}, {m['parameters'] / 1e6:.2f}M parameters, "
           f"vocab {m['vocab']}); Trainer side: {OBJECTIVES[objective]['collator']}")
-    header = ["", "tokens/s", "train s", "tokens", "steps", "blocks", "final loss", "mean loss", "threads",
-              "wall s", "cpu", "load"]
-    widths = [8, 9, 8, 8, 6, 7, 10, 9, 7, 7, 5, 5]
+    header = ["", "tokens/s", "median", "train s", "tokens", "steps", "blocks", "final loss", "mean loss",
+              "threads", "wall s", "cpu", "load"]
+    widths = [10, 9, 7, 8, 8, 6, 7, 10, 9, 7, 7, 5, 5]
     print(common.fmt_row(header, widths))
     for side in ("lmctl", "trainer"):
-        r = res.get(side)
-        if not r:
-            continue
-        fl, ml = final_loss(r["losses"]), r.get("train_loss_mean")
-        print(common.fmt_row([side, f"{r['tokens_per_second']:.0f}", f"{r['train_seconds']:.1f}", r["train_tokens"],
-                              r.get("completed_steps", "-"), r.get("blocks") or "-",
-                              f"{fl:.4f}" if fl is not None else "-", f"{ml:.4f}" if ml is not None else "-",
-                              r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
-                              f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}", f"{r['load_before']:.1f}"],
-                             widths))
+        runs = res.get(side) or []
+        for i, r in enumerate(runs):
+            fl, ml = final_loss(r["losses"]), r.get("train_loss_mean")
+            med = median_step_tokens_per_second(r)
+            r["median_step_tokens_per_second"] = med
+            label = side if len(runs) == 1 else f"{side}#{r.get('run', i + 1)}"
+            print(common.fmt_row([label, f"{r['tokens_per_second']:.0f}", f"{med:.0f}" if med else "-",
+                                  f"{r['train_seconds']:.1f}", r["train_tokens"],
+                                  r.get("completed_steps", "-"), r.get("blocks") or "-",
+                                  f"{fl:.4f}" if fl is not None else "-", f"{ml:.4f}" if ml is not None else "-",
+                                  r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
+                                  f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}",
+                                  f"{r['load_before']:.1f}"], widths))
     comparison: dict = {}
-    if "lmctl" in res and "trainer" in res:
-        a, b = res["lmctl"], res["trainer"]
+    if res.get("lmctl") and res.get("trainer"):
+        a, b = side_summary(res["lmctl"]), side_summary(res["trainer"])
+        b_first = res["trainer"][0]
         comparison = {
+            "lmctl_tokens_per_second": a["tokens_per_second"],
+            "trainer_tokens_per_second": b["tokens_per_second"],
             "tokens_per_second_ratio": a["tokens_per_second"] / b["tokens_per_second"],
-            "final_loss_lmctl": final_loss(a["losses"]),
-            "final_loss_trainer": final_loss(b["losses"]),
-            "same_blocks": a.get("blocks") == b.get("blocks"),
+            "lmctl_median_step_tokens_per_second": a["median_step_tokens_per_second"],
+            "trainer_median_step_tokens_per_second": b["median_step_tokens_per_second"],
+            "median_step_ratio": (a["median_step_tokens_per_second"] / b["median_step_tokens_per_second"]
+                                  if a["median_step_tokens_per_second"] and b["median_step_tokens_per_second"]
+                                  else None),
+            "final_loss_lmctl": a["final_loss"],
+            "final_loss_trainer": b["final_loss"],
+            "same_blocks": a["blocks"] == b["blocks"],
+            "runs_per_side": min(a["runs"], b["runs"]),
         }
         pairs = list(zip(a["losses"], b["losses"]))
         comparison["max_step_loss_diff"] = max((abs(x - y) for x, y in pairs), default=None)
-        print(f"ratio     lmctl/Trainer tokens/s: {comparison['tokens_per_second_ratio']:.2f}x   "
-              f"(Trainer optim {b.get('optim')}, fused={b.get('fused_adamw')})")
+        over = f" (medians over {a['runs']}/{b['runs']} runs)" if max(a["runs"], b["runs"]) > 1 else ""
+        median_text = (f", from median step times {comparison['median_step_ratio']:.2f}x"
+                       if comparison["median_step_ratio"] else "")
+        print(f"ratio     lmctl/Trainer tokens/s: {comparison['tokens_per_second_ratio']:.2f}x{median_text}{over}   "
+              f"(Trainer optim {b_first.get('optim')}, fused={b_first.get('fused_adamw')})")
         if pairs:
             print(f"loss      largest per-step difference over {len(pairs)} steps: "
-                  f"{comparison['max_step_loss_diff']:.4f}")
-        if b.get("losses_per_target"):
-            fixed = b["losses_per_target"]
+                  f"{comparison['max_step_loss_diff']:.4f} (same batches; different mask/span/dropout draws)")
+        if b_first.get("losses_per_target"):
+            fixed = b_first["losses_per_target"]
             comparison["final_loss_trainer_per_target"] = final_loss(fixed)
             comparison["max_step_loss_diff_per_target"] = max(abs(x - y) for x, y in zip(a["losses"], fixed))
-            f = b["loss_divisor_over_targets"]
+            f = b_first["loss_divisor_over_targets"]
             print(f"loss      Trainer divides the summed loss by {min(f):.4f}-{max(f):.4f}x the targets it sums "
                   f"(unshifted label count, see docstring); per target its final loss is "
                   f"{comparison['final_loss_trainer_per_target']:.4f}, largest per-step difference to lmctl "
                   f"{comparison['max_step_loss_diff_per_target']:.4f} (the eos labels)")
         if not comparison["same_blocks"]:
-            print(f"warning   the sides packed different block counts (lmctl {a.get('blocks')}, "
-                  f"Trainer {b.get('blocks')}): the data paths diverge")
-    cpu = [r["cpu_seconds"] / max(r["wall_seconds"], 1e-9) for r in res.values()]
-    loads = [r["load_before"] for r in res.values()]
+            print(f"warning   the sides packed different block counts (lmctl {a['blocks']}, "
+                  f"Trainer {b['blocks']}): the data paths diverge")
+    all_runs = [r for runs in res.values() for r in runs]
+    cpu = [r["cpu_seconds"] / max(r["wall_seconds"], 1e-9) for r in all_runs]
+    loads = [r["load_before"] for r in all_runs]
     if any(c < 0.8 * threads for c in cpu) or any(lo > 0.5 for lo in loads):
         print("warning   other processes shared the CPU during this objective (low cpu or high load above): "
-              "timings are noisy; rerun on an idle machine for numbers to quote")
+              "timings are noisy; rerun on an idle machine (or with --repeats) for numbers to quote")
     print(flush=True)
     return comparison
 
@@ -614,6 +688,7 @@ def main() -> None:
             "max_length": args.max_length,
             "learning_rate": args.lr,
             "seed": args.seed,
+            "repeats": args.repeats,
             "final_loss_steps": FINAL_LOSS_STEPS,
         }
         print("== environment", flush=True)
@@ -627,7 +702,8 @@ def main() -> None:
         print("== setup")
         print(f"data    {setup['data']}: {len(docs)} of {len(docs_all)} non-empty documents")
         print(f"hparams size {args.size}  vocab {args.vocab_size}  steps {args.steps}  batch {args.batch_size}  "
-              f"max_length {args.max_length}  lr {args.lr:g}  seed {args.seed}  (no eval, loss logged every step)")
+              f"max_length {args.max_length}  lr {args.lr:g}  seed {args.seed}  repeats {args.repeats}  "
+              "(no eval, loss logged every step)")
         print("tokens/s = attention-mask sum of the training batches / train seconds (lmctl: train_seconds; "
               "Trainer: train_runtime); final loss = mean of the last "
               f"{FINAL_LOSS_STEPS} per-step losses; mean loss = over all steps", flush=True)
@@ -643,15 +719,24 @@ def main() -> None:
             print(f"[{objective}] building the {args.size} {OBJECTIVES[objective]['family']} model and tokenizer ...",
                   file=sys.stderr, flush=True)
             models[objective] = build_model(objective, docs, args, model_dir)
-            res: dict = {}
+            res: dict = {"lmctl": [], "trainer": []}
             try:
-                res["lmctl"] = run_lmctl_side(objective, model_dir, corpus, valid, owork, env, args)
-                res["trainer"] = run_trainer_side(objective, model_dir, corpus, owork, env, args)
+                for rep in range(args.repeats):
+                    rdir = owork / f"run{rep + 1}"
+                    rdir.mkdir()
+                    # ABBA...: with repeats, each side runs first as often as it runs second.
+                    for side in (("lmctl", "trainer") if rep % 2 == 0 else ("trainer", "lmctl")):
+                        if side == "lmctl":
+                            r = run_lmctl_side(objective, model_dir, corpus, valid, rdir, env, args)
+                        else:
+                            r = run_trainer_side(objective, model_dir, corpus, rdir, env, args)
+                        r["run"] = rep + 1
+                        res[side].append(r)
             except SystemExit:
                 failed = True
                 print(f"error: {objective}: a side failed; see the log above", file=sys.stderr, flush=True)
             results[objective] = res
-            if res:
+            if res["lmctl"] or res["trainer"]:
                 comparisons[objective] = report_objective(objective, res, models[objective], threads)
 
         summary(results, comparisons)
@@ -671,23 +756,24 @@ def main() -> None:
 
 
 def summary(results: dict, comparisons: dict) -> None:
-    print("== summary (tokens/s: higher is better; final loss: mean of the last "
-          f"{FINAL_LOSS_STEPS} steps, should be close)")
-    header = ["objective", "lmctl tok/s", "Trainer tok/s", "ratio", "lmctl loss", "Trainer loss"]
-    widths = [16, 11, 13, 6, 10, 12]
+    print("== summary (tokens/s: higher is better; median ratio: from each side's median step time, robust to "
+          f"bursts of load; final loss: mean of the last {FINAL_LOSS_STEPS} steps, should be close)")
+    header = ["objective", "lmctl tok/s", "Trainer tok/s", "ratio", "median ratio", "lmctl loss", "Trainer loss"]
+    widths = [16, 11, 13, 6, 12, 10, 12]
     print(common.fmt_row(header, widths))
-    for objective, res in results.items():
-        a, b = res.get("lmctl"), res.get("trainer")
-        la = final_loss(a["losses"]) if a else None
-        lb = final_loss(b["losses"]) if b else None
-        ratio = comparisons.get(objective, {}).get("tokens_per_second_ratio")
+    for objective in results:
+        c = comparisons.get(objective) or {}
+        if not c:
+            print(common.fmt_row([objective, "failed", "failed", "-", "-", "-", "-"], widths))
+            continue
         print(common.fmt_row([
             objective,
-            f"{a['tokens_per_second']:.0f}" if a else "failed",
-            f"{b['tokens_per_second']:.0f}" if b else "failed",
-            f"{ratio:.2f}x" if ratio else "-",
-            f"{la:.4f}" if la is not None else "-",
-            f"{lb:.4f}" if lb is not None else "-",
+            f"{c['lmctl_tokens_per_second']:.0f}",
+            f"{c['trainer_tokens_per_second']:.0f}",
+            f"{c['tokens_per_second_ratio']:.2f}x",
+            f"{c['median_step_ratio']:.2f}x" if c.get("median_step_ratio") else "-",
+            f"{c['final_loss_lmctl']:.4f}" if c.get("final_loss_lmctl") is not None else "-",
+            f"{c['final_loss_trainer']:.4f}" if c.get("final_loss_trainer") is not None else "-",
         ], widths))
     for objective, comp in comparisons.items():
         if comp.get("final_loss_trainer_per_target") is not None:
