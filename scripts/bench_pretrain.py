@@ -15,10 +15,10 @@ puts under Trainer). Masks, spans and dropout come from the global torch RNG, se
 --seed on both sides but left in different states by the two loops (for one, lmctl's
 DataLoader has its own generator, so starting its iterator draws nothing from the global
 RNG; a default DataLoader draws its base seed there), so masked-lm and span-corruption
-draw different masks and their per-step losses differ by batch noise (the
-largest per-step difference is printed; the 10-step means stay close). causal-lm has no
-masks and its per-step losses track closely, apart from the eos labels and the Trainer's
-loss divisor (both below).
+draw different masks and their per-step losses differ by batch noise (the largest
+per-step difference is printed; the 10-step means stay close). causal-lm has no masks
+and its per-step losses track closely, apart from the eos labels and the Trainer's loss
+divisor (both below).
 
   objective         family  lmctl task        Trainer-side collator
   masked-lm         BERT    masked-lm         DataCollatorForLanguageModeling(mlm_probability=0.15)
@@ -72,12 +72,12 @@ Tokens/s, exactly
   Seconds: lmctl's train_seconds sums the time of each optimizer step including fetching
   and collating its batch (the first one includes starting the DataLoader iterator),
   and its per-batch counter reduction, excluding model loading, data preparation, its log
-  line (one JSON line and a progress update: about a millisecond), evaluation and the final
-  save. The Trainer's
-  train_runtime spans its training loop (fetching, collating, forward, backward, step,
-  logging), from just before `on_train_begin` to the end of the loop, so it too excludes
-  model loading, data preparation and dataloader/optimizer set-up (a callback timing
-  on_train_begin..on_train_end is kept in the JSON as loop_seconds to confirm it).
+  line (one JSON line and a progress update: about a millisecond), evaluation and the
+  final save. The Trainer's train_runtime spans its training loop (fetching, collating,
+  forward, backward, step, logging), from just before `on_train_begin` to the end of the
+  loop, so it too excludes model loading, data preparation and dataloader/optimizer
+  set-up (a callback timing on_train_begin..on_train_end is kept in the JSON as
+  loop_seconds to confirm it).
   tokens/s = tokens / those seconds.
   "median" = tokens per step / the median step time, from each side's per-step times
   (lmctl: train_log.jsonl's samples_per_second, one step per line, rounded to 0.01; Trainer:
@@ -88,7 +88,7 @@ Tokens/s, exactly
   steps if fewer), read from lmctl's train_log.jsonl and from the Trainer's log_history;
   "mean loss" is the mean over all steps (the Trainer's own train_loss).
 
-Known differences that are part of what is measured
+Known differences between the sides
   * masked-lm: Trainer's remove_unused_columns drops the `special_tokens_mask` column (the
     model's forward has no such argument), so DataCollatorForLanguageModeling recomputes it
     per row with tokenizer.get_special_tokens_mask; lmctl's loop hands it to the collator.
@@ -110,9 +110,11 @@ Known differences that are part of what is measured
     which accelerate swaps for its seedable sampler (seeded with --seed).
 
 Timings are only as good as the machine is idle: the tables show each child's CPU use
-(CPU seconds / wall seconds; about the thread count when it had the cores to itself) and
-the 1-minute load average before it started, and a warning is printed when another process
-competed. On a shared machine the load comes in bursts that can slow one child several
+(CPU seconds / wall seconds; near the thread count when it had the cores to itself, a
+little under it because imports and data preparation run on one thread) and the 1-minute
+load average before it started (which includes this benchmark's previous child), and a
+warning is printed when a child got less than 0.8 x threads (with --quick the one-thread
+set-up dominates, so expect it there). On a shared machine the load comes in bursts that can slow one child several
 times over; --repeats N runs each side N times, alternating which goes first (lmctl,
 Trainer, then Trainer, lmctl, ...), and compares medians; the "median" column is
 tokens/s from the median step time over all of a side's steps. --output-json keeps
@@ -629,10 +631,11 @@ def report_objective(objective: str, res: dict, model_info: dict, threads: int) 
                   f"Trainer {b['blocks']}): the data paths diverge")
     all_runs = [r for runs in res.values() for r in runs]
     cpu = [r["cpu_seconds"] / max(r["wall_seconds"], 1e-9) for r in all_runs]
-    loads = [r["load_before"] for r in all_runs]
-    if any(c < 0.8 * threads for c in cpu) or any(lo > 0.5 for lo in loads):
-        print("warning   other processes shared the CPU during this objective (low cpu or high load above): "
-              "timings are noisy; rerun on an idle machine (or with --repeats) for numbers to quote")
+    # Not the load average: right after a child it counts that child too.
+    if any(c < 0.8 * threads for c in cpu):
+        print(f"warning   a child got less than {0.8 * threads:.1f} of its {threads} threads' CPU (cpu column): "
+              "other processes competed or set-up dominated; timings are noisy; rerun on an idle machine "
+              "(or with --repeats) for numbers to quote")
     print(flush=True)
     return comparison
 
