@@ -15,48 +15,14 @@ import math
 import numpy as np
 
 from lmctl.tasks.lm_common import (
-    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, PERPLEXITY_METRICS, token_nll,
+    LanguageModelTask, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, token_nll,
 )
 
 
-class CausalLMTask:
+class CausalLMTask(LanguageModelTask):
     name = "causal-lm"
-    main_metric = "loss"
-    greater_is_better = False
-    metric_names = PERPLEXITY_METRICS
+    auto_class = "AutoModelForCausalLM"
     predict_modes = ("generate", "score")
-
-    def __init__(self, cfg, console):
-        self.cfg = cfg
-        self.console = console
-        self.corpus = TextCorpus(cfg, console)
-        self.max_length = cfg.training.max_length
-        self.mode = "eval"
-        self.tokenizer = None
-
-    def columns(self, with_labels: bool) -> dict:
-        return self.corpus.columns()
-
-    def texts(self, ds):
-        return self.corpus.texts(ds)
-
-    def fit(self, train) -> None:
-        pass
-
-    def build_model(self, name_or_path, tokenizer):
-        from transformers import AutoModelForCausalLM
-
-        from lmctl.models import build_model
-
-        return build_model(AutoModelForCausalLM, self.cfg.model, name_or_path, tokenizer, self.max_length)
-
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForCausalLM, set_seed
-
-        from lmctl.models import load_model
-
-        set_seed(self.cfg.generation.seed)  # sampling in `predict` is repeatable
-        return load_model(AutoModelForCausalLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def _bos(self, tokenizer) -> list[int]:

@@ -129,6 +129,53 @@ def token_nll(logits, labels, shift: bool):
 PERPLEXITY_METRICS = ("loss", "perplexity", "tokens")
 
 
+class LanguageModelTask:
+    """What the three objectives share word for word: corpus columns, no labels to fit, and
+    building/loading the model through the objective's `Auto*` class. Each subclass names
+    that class and writes its own encode / collate / eval_step / predict_records."""
+
+    main_metric = "loss"
+    greater_is_better = False
+    metric_names = PERPLEXITY_METRICS
+    auto_class = "AutoModelForCausalLM"  # a transformers name, imported only when a model is built
+
+    def __init__(self, cfg, console):
+        self.cfg = cfg
+        self.console = console
+        self.corpus = TextCorpus(cfg, console)
+        self.max_length = cfg.training.max_length
+        self.mode = "eval"
+        self.tokenizer = None
+
+    def columns(self, with_labels: bool) -> dict:
+        return self.corpus.columns()
+
+    def texts(self, ds):
+        return self.corpus.texts(ds)
+
+    def fit(self, train) -> None:
+        pass
+
+    def _auto(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    def build_model(self, name_or_path, tokenizer):
+        from lmctl.models import build_model
+
+        return build_model(self._auto(), self.cfg.model, name_or_path, tokenizer, self.max_length)
+
+    def load_model(self, path: str, tokenizer):
+        from transformers import set_seed
+
+        from lmctl.models import load_model
+
+        set_seed(self.cfg.generation.seed)  # sampling in `predict` is repeatable
+        return load_model(self._auto(), path, tokenizer, key="--model",
+                          allow_pickle=self.cfg.model.allow_pickle_weights)
+
+
 def perplexity_metrics(outputs: dict) -> dict[str, float]:
     nll = float(np.sum(outputs["nll"]))
     count = float(np.sum(outputs["tokens"]))

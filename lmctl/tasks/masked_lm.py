@@ -12,48 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 from lmctl.tasks.lm_common import (
-    PERPLEXITY_METRICS, TextCorpus, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll,
+    LanguageModelTask, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll,
 )
 
 
-class MaskedLMTask:
+class MaskedLMTask(LanguageModelTask):
     name = "masked-lm"
-    main_metric = "loss"
-    greater_is_better = False
-    metric_names = PERPLEXITY_METRICS
+    auto_class = "AutoModelForMaskedLM"
     predict_modes = ("fill-mask",)
 
     def __init__(self, cfg, console):
-        self.cfg = cfg
-        self.console = console
-        self.corpus = TextCorpus(cfg, console)
-        self.max_length = cfg.training.max_length
-        self.mode = "eval"
-        self.tokenizer = None
+        super().__init__(cfg, console)
         self._collator = None
-
-    def columns(self, with_labels: bool) -> dict:
-        return self.corpus.columns()
-
-    def texts(self, ds):
-        return self.corpus.texts(ds)
-
-    def fit(self, train) -> None:
-        pass
-
-    def build_model(self, name_or_path, tokenizer):
-        from transformers import AutoModelForMaskedLM
-
-        from lmctl.models import build_model
-
-        return build_model(AutoModelForMaskedLM, self.cfg.model, name_or_path, tokenizer, self.max_length)
-
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForMaskedLM
-
-        from lmctl.models import load_model
-
-        return load_model(AutoModelForMaskedLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def encode(self, ds, tokenizer, split: str, source: str):

@@ -15,7 +15,7 @@ import torch
 from lmctl.errors import UserError
 from lmctl.tasks.causal_lm import decode_generated
 from lmctl.tasks.lm_common import (
-    TextCorpus, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, PERPLEXITY_METRICS, seeded, token_nll,
+    LanguageModelTask, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, seeded, token_nll,
 )
 
 
@@ -75,45 +75,14 @@ def corrupt(ids: list[int], mask: torch.Tensor, sentinels: list[int], eos: int) 
     return fill(~mask), fill(mask)
 
 
-class SpanCorruptionTask:
+class SpanCorruptionTask(LanguageModelTask):
     name = "span-corruption"
-    main_metric = "loss"
-    greater_is_better = False
-    metric_names = PERPLEXITY_METRICS
+    auto_class = "AutoModelForSeq2SeqLM"
     predict_modes = ("generate",)
 
     def __init__(self, cfg, console):
-        self.cfg = cfg
-        self.console = console
-        self.corpus = TextCorpus(cfg, console)
-        self.max_length = cfg.training.max_length
-        self.mode = "eval"
-        self.tokenizer = None
+        super().__init__(cfg, console)
         self.sentinels: list[int] = []
-
-    def columns(self, with_labels: bool) -> dict:
-        return self.corpus.columns()
-
-    def texts(self, ds):
-        return self.corpus.texts(ds)
-
-    def fit(self, train) -> None:
-        pass
-
-    def build_model(self, name_or_path, tokenizer):
-        from transformers import AutoModelForSeq2SeqLM
-
-        from lmctl.models import build_model
-
-        return build_model(AutoModelForSeq2SeqLM, self.cfg.model, name_or_path, tokenizer, self.max_length)
-
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForSeq2SeqLM, set_seed
-
-        from lmctl.models import load_model
-
-        set_seed(self.cfg.generation.seed)
-        return load_model(AutoModelForSeq2SeqLM, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
     def _set_tokenizer(self, tokenizer) -> None:
