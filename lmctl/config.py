@@ -70,6 +70,25 @@ class PretrainingConfig(_Section):
     """Causal LM perplexity: sliding-window stride (default: max_length, i.e. no overlap)."""
 
 
+class QAConfig(_Section):
+    """Extractive question answering."""
+
+    doc_stride: int = Field(128, gt=0)
+    """Overlap (tokens) between the windows a long context is split into."""
+    max_answer_length: int = Field(30, gt=0)
+    n_best: int = Field(20, gt=0)
+    """Start and end candidates considered per window."""
+    version_2_with_negative: bool = False
+    """SQuAD v2: questions may have no answer (the model may answer "")."""
+    null_score_diff_threshold: float = 0.0
+    """v2: answer "" when the no-answer score beats the best span by more than this."""
+
+
+class RankingConfig(_Section):
+    k: int = Field(10, gt=0)
+    """Cut-off of MRR@k and nDCG@k."""
+
+
 class GenerationConfig(_Section):
     max_new_tokens: int = Field(50, gt=0)
     do_sample: bool = False
@@ -89,11 +108,29 @@ class DataConfig(_Section):
     dataset_name: Optional[str] = None
     """A hub data set, loaded with `datasets.load_dataset` (needs network)."""
     dataset_config: Optional[str] = None
-    validation_split: float = Field(0.1, gt=0.0, lt=1.0)
-    """Share of train held out for validation when no validation file is given."""
+    validation_split: float = Field(0.1, gt=0.0)
+    """Held out of train for validation when no validation file is given: a share (< 1) or a count (>= 1)."""
+    split_by: Optional[str] = None
+    """Hold out whole groups of this column (e.g. `title`: SQuAD articles) instead of random rows; the
+    last groups in file order are held out, `validation_split` of them (share or count)."""
     text_column: str = "text"
+    """Text (classification, language modelling), the query (reranking), the source (seq2seq)."""
     text_pair_column: Optional[str] = None
+    """Second text of a pair (classification), the candidate (reranking)."""
     label_column: str = "label"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    """Question answering: {text: [...], answer_start: [...]} per row (SQuAD JSON files are flattened to this)."""
+    target_column: str = "target"
+    """seq2seq: the text to generate."""
+    source_prefix: str = ""
+    """seq2seq: put before every source text, e.g. "summarize: " for T5."""
+    prompt_column: Optional[str] = None
+    completion_column: Optional[str] = None
+    """causal-lm finetuning on pairs: the loss is on the completion only; eval also generates from the prompt."""
+    query_id_column: Optional[str] = None
+    """reranking: rows with the same id are one query's candidates (default: the same query text)."""
     streaming: bool = False
     """Read the corpus lazily (pretraining on corpora larger than memory); needs training.max_steps."""
     packing: bool = True
@@ -107,6 +144,11 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
+        if self.validation_split >= 1 and self.validation_split != int(self.validation_split):
+            raise ValueError("data.validation_split: a share below 1 (0.1) or a whole count (500), "
+                             f"not {self.validation_split}")
+        if (self.prompt_column is None) != (self.completion_column is None):
+            raise ValueError("data.prompt_column and data.completion_column go together; set both or neither")
         if self.dataset_name and self.train_file:
             raise ValueError("give either data.dataset_name or data.train_file, not both")
         return self
@@ -134,6 +176,9 @@ class TrainingConfig(_Section):
     max_grad_norm: Optional[float] = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     max_length: int = Field(128, gt=0)
+    """Tokens per input (the source for seq2seq); default 384 for question-answering."""
+    max_target_length: int = Field(128, gt=0)
+    """seq2seq: tokens per target."""
     seed: int = 42
     group_by_length: bool = True
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
@@ -171,7 +216,16 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     pretraining: PretrainingConfig = PretrainingConfig()
     generation: GenerationConfig = GenerationConfig()
+    qa: QAConfig = QAConfig()
+    ranking: RankingConfig = RankingConfig()
     output_dir: str = "runs/latest"
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> "Config":
+        # QA contexts are long: SQuAD's usual 384-token windows unless the user chose a length.
+        if self.task == "question-answering" and "max_length" not in self.training.model_fields_set:
+            self.training.max_length = 384
+        return self
 
     @model_validator(mode="after")
     def _streaming_needs_steps(self) -> "Config":

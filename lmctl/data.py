@@ -246,6 +246,31 @@ def load_hub_dataset(name: str, config: str | None):
         ) from None
 
 
+def hold_out(train, size: float, split_by: str | None, seed: int):
+    """Train minus a validation part: `size` rows at random (a share < 1 or a count), or with
+    `split_by`, the last `size` groups of that column in file order (e.g. whole articles),
+    so no group has rows on both sides."""
+    count = int(size) if size >= 1 else None
+    if split_by is None:
+        if count is not None and count >= len(train):
+            raise UserError(f"data.validation_split: {count} rows asked but train has {len(train)}; use fewer")
+        parts = train.train_test_split(test_size=count if count is not None else size, seed=seed)
+        return parts["train"], parts["test"]
+    if split_by not in train.column_names:
+        raise UserError(f"data.split_by: no column '{split_by}' in the train data; columns are: "
+                        f"{', '.join(train.column_names)}")
+    keys = train[split_by]
+    groups = list(dict.fromkeys(keys))  # file order
+    n_held = count if count is not None else max(1, round(size * len(groups)))
+    if n_held >= len(groups):
+        raise UserError(f"data.split_by: '{split_by}' has {len(groups)} groups; validation_split={size:g} would "
+                        "leave none for training")
+    held = set(groups[len(groups) - n_held:])
+    train_rows = [i for i, k in enumerate(keys) if k not in held]
+    val_rows = [i for i, k in enumerate(keys) if k in held]
+    return train.select(train_rows), train.select(val_rows)
+
+
 def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
     """Train and validation splits from the config, plus their fingerprints."""
     d = cfg.data
@@ -276,9 +301,10 @@ def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
         fingerprints["rows"] = {"train": "streamed", "validation": len(validation)}
         return {"train": train, "validation": validation}, fingerprints
     if validation is None:
-        parts = train.train_test_split(test_size=d.validation_split, seed=cfg.training.seed)
-        train, validation = parts["train"], parts["test"]
+        train, validation = hold_out(train, d.validation_split, d.split_by, cfg.training.seed)
         fingerprints["validation_split"] = d.validation_split
+        if d.split_by:
+            fingerprints["split_by"] = d.split_by
     train = subsample(train, d.max_train_samples, cfg.training.seed)
     validation = subsample(validation, d.max_eval_samples, cfg.training.seed)
     fingerprints["rows"] = {"train": len(train), "validation": len(validation)}

@@ -22,6 +22,11 @@ def make_task(cfg, console):
     return get_task_class(cfg.task)(cfg, console)
 
 
+def text_columns(task) -> tuple[str, ...]:
+    """The input columns a task reads as text: kept as strings when files are parsed, echoed by predict."""
+    return tuple(c for c in task.columns(with_labels=False).values() if c)
+
+
 def _quiet_libraries() -> None:
     import os
     import warnings
@@ -81,8 +86,7 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
             models.resolve(cfg.model.tokenizer, key="model.tokenizer")
     task = make_task(cfg, console)
     _quiet_libraries()
-    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
-    splits, fingerprints = data.load_splits(cfg, text_columns)
+    splits, fingerprints = data.load_splits(cfg, text_columns(task))
     for split, ds in splits.items():
         data.check_columns(ds, task.columns(with_labels=True), f"{split} data ({_source(cfg, split)})")
     task.fit(splits["train"])
@@ -201,12 +205,11 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
     return config_lib.validate(raw, config_path or str(run_config))
 
 
-def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
+def _infer(cfg, task, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
            description: str, mode: str | None = None, check=None):
     """Load the model in `model_dir`, encode `ds`, run it; outputs come back in input order."""
     from lmctl import data, models
 
-    task = make_task(cfg, console)
     if not with_labels:
         if mode and mode not in task.predict_modes:
             raise UserError(f"--mode {mode}: task '{cfg.task}' predicts with: {', '.join(task.predict_modes)}")
@@ -230,7 +233,7 @@ def _infer(cfg, model_dir: str, ds, source: str, with_labels: bool, batch_size: 
     batch_size = batch_size or cfg.training.eval_batch_size or 2 * cfg.training.batch_size
     with console.progress(len(encoded), description) as bar:
         outputs = run_inference(accelerator, model, task, encoded, batch_size, progress=bar)
-    return task, encoded, outputs
+    return encoded, outputs
 
 
 def check_gates(gates, names) -> None:
@@ -247,15 +250,15 @@ def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None,
     data_file = data_file or cfg.data.validation_file or cfg.data.test_file
     if not data_file:
         raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
-    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
-    ds = data.read_table(data_file, "--data", text_columns)
+    task = make_task(cfg, console)
+    ds = data.read_table(data_file, "--data", text_columns(task))
     # A misspelt --fail-under metric fails before inference when the task lists its metrics.
     def check(task):
         if getattr(task, "metric_names", None):
             check_gates(gates, task.metric_names)
 
-    task, encoded, outputs = _infer(cfg, model_dir, ds, data_file, True, batch_size, console, "evaluate",
-                                    check=check)
+    encoded, outputs = _infer(cfg, task, model_dir, ds, data_file, True, batch_size, console, "evaluate",
+                              check=check)
     metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
     check_gates(gates, metrics)
     result = {"model": str(model_dir), "data": str(data_file), "examples": len(encoded), "metrics": metrics}
@@ -272,16 +275,20 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     """Predict for every row of `input_file` ('-' for stdin); records come back in input order."""
     from lmctl import data
 
-    text_columns = tuple(c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c)
+    task = make_task(cfg, console)
+    columns = text_columns(task)
     if input_file == "-":
-        ds, source = _read_stdin(text_columns), "stdin"
+        ds, source = _read_stdin(columns), "stdin"
     else:
-        ds, source = data.read_table(input_file, "--input", text_columns), input_file
-    task, encoded, outputs = _infer(cfg, model_dir, ds, source, False, batch_size, console, "predict", mode)
+        ds, source = data.read_table(input_file, "--input", columns), input_file
+    encoded, outputs = _infer(cfg, task, model_dir, ds, source, False, batch_size, console, "predict", mode)
     records = task.predict_records(outputs, encoded)
     # Echo the input text so each line of the output stands on its own.
-    shown = [c for c in text_columns if c in ds.column_names]
-    return [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
+    shown = [c for c in columns if c in ds.column_names]
+    rows = [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
+    # A task may order its output otherwise (reranking: each query's candidates best first).
+    arrange = getattr(task, "arrange_predictions", None)
+    return arrange(rows) if arrange else rows
 
 
 def _read_stdin(text_columns: tuple[str, ...]):

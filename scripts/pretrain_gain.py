@@ -50,8 +50,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/pretrain-gain"))
     ap.add_argument("--task", default="causal-lm", choices=["causal-lm", "masked-lm"])
     ap.add_argument("--size", default="mini", choices=["tiny", "mini", "small", "base"])
-    ap.add_argument("--vocab-size", type=int, default=8000)
-    ap.add_argument("--pretrain-steps", type=int, default=6000)
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="model config override for both sides, e.g. activation_function=gelu "
+                         "(exact gelu is ~30%% faster than GPT-2's gelu_new on CPU)")
+    ap.add_argument("--vocab-size", type=int, default=4000)
+    ap.add_argument("--pretrain-steps", type=int, default=2000)
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--block", type=int, default=64, help="pretraining block length (tokens)")
@@ -67,6 +70,8 @@ def main() -> None:
         args.lrs, args.seeds, args.size = "1e-3", "1", "tiny"
 
     family = "gpt2" if args.task == "causal-lm" else "bert"
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.override)}
+    scratch = {"family": family, "size": args.size, "overrides": overrides}
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     train_rows = read_tsv(args.data / "train.tsv")
@@ -86,7 +91,7 @@ def main() -> None:
     pre_dir = out / f"pretrain-{family}-{args.size}"
     pretrain_cfg = {
         "task": args.task,
-        "model": {"from_scratch": {"family": family, "size": args.size},
+        "model": {"from_scratch": scratch,
                   "train_tokenizer": {"vocab_size": args.vocab_size, "min_frequency": 2}},
         "data": {"train_file": str(corpus), "text_column": "text", "validation_split": 0.02},
         "pretraining": {"mlm_probability": args.mlm_probability},
@@ -104,12 +109,13 @@ def main() -> None:
     lrs = [float(x) for x in args.lrs.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     results: dict[str, dict[float, list[float]]] = {"pretrained": {}, "random init": {}}
+    start = time.perf_counter()
     for side in results:
         for lr in lrs:
             for seed in seeds:
                 run_dir = out / f"ft-{side.replace(' ', '-')}-lr{lr:g}-s{seed}"
                 model = ({"name_or_path": str(pre_dir)} if side == "pretrained"
-                         else {"from_scratch": {"family": family, "size": args.size}, "tokenizer": str(pre_dir)})
+                         else {"from_scratch": scratch, "tokenizer": str(pre_dir)})
                 cfg = {
                     "task": "text-classification",
                     "model": model,
@@ -123,13 +129,16 @@ def main() -> None:
                 lmctl("finetune", str(write_yaml(out / f"{run_dir.name}.yaml", cfg)), "--overwrite")
                 acc = json.loads((run_dir / "metrics.json").read_text())["eval_accuracy"]
                 results[side].setdefault(lr, []).append(acc)
+    finetune_minutes = (time.perf_counter() - start) / 60
 
     print("\n## Pretrain -> finetune on SST-2 (dev accuracy, best epoch, mean over seeds)\n")
     print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "
           f"{args.pretrain_batch} blocks of {args.block} tokens, {pretrain_minutes:.1f} min, "
           f"{pre_metrics['train_tokens_per_second']:.0f} tokens/s, final eval loss {pre_metrics['eval_loss']:.3f} "
           f"(perplexity {pre_metrics['eval_perplexity']:.1f})")
-    print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, seeds {seeds}\n")
+    print(f"model overrides: {overrides or 'none'}")
+    print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, seeds {seeds}, "
+          f"{len(lrs) * len(seeds) * 2} runs in {finetune_minutes:.1f} min\n")
     print("| init | lr | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---|---|" + "---|" * (len(seeds) + 1))
     best = {}

@@ -11,6 +11,9 @@ import importlib
 
 TASKS: dict[str, str] = {
     "text-classification": "lmctl.tasks.classification:ClassificationTask",
+    "question-answering": "lmctl.tasks.question_answering:QuestionAnsweringTask",
+    "seq2seq": "lmctl.tasks.seq2seq:Seq2SeqTask",
+    "reranking": "lmctl.tasks.reranking:RerankingTask",
     "masked-lm": "lmctl.tasks.masked_lm:MaskedLMTask",
     "causal-lm": "lmctl.tasks.causal_lm:CausalLMTask",
     "span-corruption": "lmctl.tasks.span_corruption:SpanCorruptionTask",
