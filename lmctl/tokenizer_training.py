@@ -37,9 +37,10 @@ def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lower
     raw.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = [c.lower() if lowercase else c for c in _ASCII + _frequent_chars(texts)]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], initial_alphabet=sorted(set(alphabet)),
+        special_tokens=specials, initial_alphabet=sorted(set(alphabet)),
     )
     raw.train_from_iterator(texts, trainer=trainer)
     vocab = dict(_model_json(raw)["vocab"])
@@ -51,11 +52,14 @@ def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lower
     tokens = sorted(vocab, key=vocab.get)
     excess = len(tokens) + len(missing) - vocab_size
     if excess > 0:
-        specials = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
         droppable = [t for t in reversed(tokens) if t not in specials and len(t.removeprefix("##")) > 1]
         dropped = set(droppable[:excess])
         tokens = [t for t in tokens if t not in dropped]
-    vocab = {t: i for i, t in enumerate(tokens + missing)}
+    # The trainer numbers pieces in hash-map order, which differs between processes: sorted ids make
+    # the same set of pieces always the same vocabulary. (Its ties between merges of equal count are
+    # broken the same way, so now and then a few boundary pieces differ; see the README.)
+    rest = sorted(set(tokens + missing) - set(specials), key=lambda t: (t.startswith("##"), len(t), t))
+    vocab = {t: i for i, t in enumerate(specials + rest)}
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase, tokenize_chinese_chars=True,
                          model_max_length=model_max_length)
 
@@ -113,18 +117,42 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
             raise
         raise too_small() from None
     pieces = [(p, float(s)) for p, s in _model_json(raw)["vocab"]]
-    # The trainer appends every character that did not make the cut past its budget; keep vocab_size by
-    # dropping the least likely multi-character pieces instead (every character stays, so all text encodes).
+    pieces = _order_character_ladders(pieces)
     excess = len(pieces) - (vocab_size - num_sentinels)
     if excess > 0:
-        droppable = sorted((i for i, (p, _) in enumerate(pieces) if i >= 3 and len(p) > 1), key=lambda i: pieces[i][1])
+        droppable = sorted((i for i, (p, _) in enumerate(pieces) if i >= 3 and len(p) > 1),
+                           key=lambda i: (pieces[i][1], pieces[i][0]))
         if len(droppable) < excess:
             raise too_small()
         dropped = set(droppable[:excess])
         pieces = [piece for i, piece in enumerate(pieces) if i not in dropped]
+    # Scores differ between processes in the last bits (float sums in varying order) and pieces of equal
+    # score come out in varying order; encoding depends only on the scores, so rounded scores with ties
+    # ordered by the piece make the ids repeatable.
+    pieces = pieces[:3] + sorted(((p, round(s, 9)) for p, s in pieces[3:]), key=lambda p: (-p[1], p[0]))
     # T5 puts sentinels last, in reverse: <extra_id_0> is the highest id.
     pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(num_sentinels))]
     return T5Tokenizer(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length)
+
+
+def _order_character_ladders(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The Unigram trainer adds the characters that did not make the cut as a run of pieces, each
+    1e-4 below the last, in hash-map order (different in every process): sort each such run by
+    character, keeping its scores, so the same corpus gives the same ids."""
+    def step(i: int) -> bool:
+        (a, sa), (b, sb) = pieces[i], pieces[i + 1]
+        return len(a) == 1 and len(b) == 1 and abs(sa - sb - 1e-4) < 1e-6
+
+    out, i = list(pieces), 3
+    while i < len(pieces) - 1:
+        j = i
+        while j < len(pieces) - 1 and step(j):
+            j += 1
+        if j > i:
+            run = pieces[i:j + 1]
+            out[i:j + 1] = [(p, s) for (p, _), (_, s) in zip(sorted(run), run)]
+        i = j + 1
+    return out
 
 
 TRAINERS = {"bert": train_wordpiece, "gpt2": train_byte_bpe, "t5": train_unigram}
