@@ -123,7 +123,38 @@ def _read_json_records(text: str, path: Path):
         obj = obj["data"]
     if not isinstance(obj, list):
         raise UserError(f"{path}: expected a JSON list of records (or use .jsonl, one record per line)")
+    if obj and all(isinstance(a, dict) and "paragraphs" in a for a in obj):
+        return pd.DataFrame.from_records(_flatten_squad(obj, path))
     return pd.DataFrame.from_records(obj)
+
+
+def _flatten_squad(articles: list, path: Path) -> list[dict]:
+    """SQuAD's nesting (articles → paragraphs → questions) → one row per question, in file order:
+    id, title, context, question, answers {text: [...], answer_start: [...]} (+ is_impossible, v2)."""
+    rows = []
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(article.get("paragraphs") or []):
+            if not isinstance(paragraph, dict) or "context" not in paragraph:
+                raise UserError(f"{path}: data[{a}].paragraphs[{p}] has no 'context'; is this a SQuAD file?")
+            for qa in paragraph.get("qas") or []:
+                answers = qa.get("answers") or []
+                row = {
+                    "id": str(qa.get("id", len(rows))),
+                    "title": article.get("title", str(a)),
+                    "context": paragraph["context"],
+                    "question": qa.get("question"),
+                    "answers": {"text": [x.get("text") for x in answers],
+                                "answer_start": [x.get("answer_start") for x in answers]},
+                }
+                if "is_impossible" in qa:
+                    row["is_impossible"] = bool(qa["is_impossible"])
+                rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: a SQuAD file with no questions ('qas'); check the file")
+    if any("is_impossible" in r for r in rows):  # one type per column: no NaN where a file omits it
+        for r in rows:
+            r.setdefault("is_impossible", False)
+    return rows
 
 
 def read_table(spec: str | Path, key: str, text_columns: tuple[str, ...] = (), document_separator: str = "line"):

@@ -261,7 +261,9 @@ def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None,
                               check=check)
     metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
     check_gates(gates, metrics)
-    result = {"model": str(model_dir), "data": str(data_file), "examples": len(encoded), "metrics": metrics}
+    # A task whose rows split into several encoded rows (QA windows) counts its own examples.
+    count = getattr(task, "count_examples", len)
+    result = {"model": str(model_dir), "data": str(data_file), "examples": count(encoded), "metrics": metrics}
     confusion = getattr(task, "confusion", None)
     matrix = confusion(outputs) if confusion else None
     if matrix is not None:

@@ -21,6 +21,7 @@ EXPECTED_METRICS = {
     "mse",
     "pearsonr",
     "precision",
+    "ranking",
     "recall",
     "rouge",
     "spearmanr",

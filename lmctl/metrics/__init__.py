@@ -96,3 +96,11 @@ def regression_metrics(predictions: Any, references: Any) -> dict[str, float]:
         "spearman": correlation("spearmanr"),
         "mse": float(load("mse").compute(predictions=predictions, references=references)["mse"]),
     }
+
+
+def ranking_metrics(scores: Any, labels: Any, query_ids: Any, k: int) -> dict[str, float]:
+    """`mrr_at_{k}`, `ndcg_at_{k}`, `accuracy_at_1` over queries, plus the `queries` and
+    `queries_without_relevant` counts (see `ranking.py` for ties and queries without a relevant row)."""
+    return {name: float(value) for name, value in load("ranking").compute(
+        predictions=_flat(scores), references=_flat(labels), query_ids=[str(q) for q in _flat(query_ids)], k=k,
+    ).items()}

@@ -63,12 +63,13 @@ def count_truncated(ds, max_length: int) -> int:
     return sum(1 for n in ds["num_tokens"] if n > max_length)
 
 
-def report_truncation(console, n: int, total: int, max_length: int, source: str) -> None:
+def report_truncation(console, n: int, total: int, max_length: int, source: str, key: str = "max_length") -> None:
     # Long inputs are never cut silently: a user comparing runs must know.
+    # `key` names the limit (e.g. max_target_length for seq2seq targets).
     if n:
         console.warn(
             f"{source}: {n} of {total} examples ({100 * n / total:.1f}%) are longer than "
-            f"max_length={max_length} tokens and were truncated"
+            f"{key}={max_length} tokens and were truncated"
         )
 
 

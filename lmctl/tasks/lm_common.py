@@ -192,6 +192,69 @@ def generation_kwargs(cfg, tokenizer) -> dict:
     return kwargs
 
 
+def generate(model, input_ids, attention_mask, cfg, tokenizer):
+    """`model.generate` with the `generation.*` settings; a DDP-wrapped model has no `generate`,
+    the module inside it does."""
+    return getattr(model, "module", model).generate(input_ids=input_ids, attention_mask=attention_mask,
+                                                    **generation_kwargs(cfg, tokenizer))
+
+
+def generated_tokens(tokenizer, ids) -> list[int]:
+    """Generated ids up to eos, without padding (including the -100 of cross-process padding and
+    T5's decoder start, which is pad)."""
+    out = []
+    for t in np.asarray(ids).tolist():
+        if t < 0 or t == tokenizer.pad_token_id and t != tokenizer.eos_token_id:
+            continue
+        if t == tokenizer.eos_token_id:
+            break
+        out.append(t)
+    return out
+
+
+def decode_generated(tokenizer, ids) -> str:
+    """Generated ids → text: stop at eos, drop padding."""
+    return tokenizer.decode(generated_tokens(tokenizer, ids), skip_special_tokens=False)
+
+
+GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "gen_len")
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    """Share of predictions equal to their reference, in [0, 1]. Case and punctuation count; only
+    whitespace is normalised (runs of spaces, leading/trailing), which detokenisation may change."""
+    if not references:
+        return 0.0
+    return sum(_squash(p) == _squash(r) for p, r in zip(predictions, references)) / len(references)
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Texts against reference texts: ROUGE-1/2/L F-measures and exact match in [0, 1], corpus BLEU in
+    [0, 100] (sacrebleu, 13a tokenisation). ROUGE stems words (Porter), as the summarisation literature
+    and transformers' run_summarization do, so figures compare with published ones."""
+    from lmctl import metrics
+
+    rouge = metrics.load("rouge").compute(predictions=predictions, references=references,
+                                          rouge_types=["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    bleu = metrics.load("bleu").compute(predictions=predictions, references=references)["bleu"]
+    return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu),
+            "exact_match": exact_match(predictions, references)}
+
+
+def generation_metrics(tokenizer, generated, references: list[str]) -> dict[str, float]:
+    """Generated ids (one row per example) against reference texts: `text_metrics` plus
+    gen_len, the mean number of generated tokens (a model that stops too early shows here first)."""
+    tokens = [generated_tokens(tokenizer, ids) for ids in generated]
+    predictions = [tokenizer.decode(t, skip_special_tokens=False).strip() for t in tokens]
+    result = text_metrics(predictions, [str(r) for r in references])
+    result["gen_len"] = float(np.mean([len(t) for t in tokens])) if tokens else 0.0
+    return result
+
+
 def encode_prompts(ds, column: str, tokenizer, max_length: int, source: str, console, add_special_tokens: bool):
     """Predict-time inputs: one example per row, truncated (and reported) at max_length."""
     check_column_values_are_text(ds, column, source)
