@@ -265,7 +265,7 @@ def test_bad_input_is_one_clear_line(case, tmp_path):
         rows[6]["target"] = ""
         expected = "row 7: empty text in column 'target'"
     else:
-        overrides = ["--set", "model.from_scratch.family=bert"]
+        overrides = ["--set", "model.from_scratch.family=bert", "--set", "model.from_scratch.overrides={}"]
         expected = "family 'bert' has no model for this task"
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
