@@ -181,7 +181,7 @@ def sort_run(tmp_path_factory) -> Path:
 
 def test_tiny_t5_learns_to_sort(sort_run):
     metrics = json.loads((sort_run / "metrics.json").read_text())
-    # Measured: exact match 0.97 after 100 steps and 1.0 after 200 (several seeds); chance is ~0.
+    # Measured over 3 seeds: exact match 0.85-0.98 after 100 steps, 1.0 after 200; chance is ~0.
     assert metrics["eval_exact_match"] >= 0.9, metrics
     assert metrics["eval_rougeL"] >= 0.95 and metrics["eval_bleu"] >= 90
     assert metrics["eval_loss"] < 0.1
