@@ -105,7 +105,9 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
     accelerator = make_accelerator(cfg.training)
     check_batch_size(accelerator, cfg.training)
     set_seed(cfg.training.seed)
-    tokenizer = _tokenizer_for_training(cfg, task, splits["train"], name, console)
+    out = Path(cfg.output_dir)
+    tokenizer = _tokenizer_for_training(cfg, task, splits["train"], name, console, accelerator,
+                                        out if resume_from else None)
     with accelerator.main_process_first():
         train_enc = task.encode(splits["train"], tokenizer, "train", _source(cfg, "train"))
         eval_enc = task.encode(splits["validation"], tokenizer, "eval", _source(cfg, "validation"))
@@ -113,12 +115,13 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
     console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
                 f"{' (from scratch)' if name is None else ' from ' + name}")
 
-    out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         if resume_from is None:
             prepare_output_dir(out, overwrite)
             (out / "config.yaml").write_text(config_lib.dump(cfg), encoding="utf-8")
             write_json(out / "data.json", fingerprints)
+            if cfg.model.from_scratch and not cfg.model.tokenizer:
+                tokenizer.save_pretrained(out)  # the trained vocabulary, for --resume (see below)
         else:
             _truncate_log(out / "train_log.jsonl", resume_from)
         write_json(out / "environment.json", environment(accelerator))
@@ -157,25 +160,37 @@ def _truncate_log(path: Path, checkpoint: Path) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def _tokenizer_for_training(cfg, task, train_ds, name: str | None, console):
+def _tokenizer_for_training(cfg, task, train_ds, name: str | None, console, accelerator, resumed_run: Path | None):
     """The checkpoint's tokenizer, or the configured one, or one trained on the corpus (from scratch)."""
     from lmctl import models
 
     if cfg.model.tokenizer or name:
         return models.load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code,
                                      key="model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
-    import itertools
-    import time
+    # Training a tokenizer twice need not give the same ids (WordPiece breaks rare ties differently
+    # from one process to the next), and the weights are indexed by the first one's ids: a resumed
+    # run reads the run's own tokenizer back, and in a multi-process run only rank 0 trains it.
+    if resumed_run is not None and (resumed_run / "tokenizer_config.json").is_file():
+        console.log(f"tokenizer: the run's own, from {resumed_run}")
+        return models.load_tokenizer(str(resumed_run), False, key="output_dir")
+    tokenizer = None
+    if accelerator.is_main_process:
+        import itertools
+        import time
 
-    from lmctl.tokenizer_training import train_tokenizer
+        from lmctl.tokenizer_training import train_tokenizer
 
-    spec, family = cfg.model.train_tokenizer, cfg.model.from_scratch.family
-    start = time.perf_counter()
-    texts = list(itertools.islice(task.texts(train_ds), spec.max_texts))
-    tokenizer = train_tokenizer(family, texts, spec.vocab_size, spec.min_frequency, spec.lowercase,
-                                model_max_length=cfg.training.max_length)
-    console.log(f"tokenizer: trained {type(tokenizer).__name__} on {len(texts)} texts, vocab {len(tokenizer)} "
-                f"({time.perf_counter() - start:.1f}s)")
+        spec, family = cfg.model.train_tokenizer, cfg.model.from_scratch.family
+        start = time.perf_counter()
+        texts = list(itertools.islice(task.texts(train_ds), spec.max_texts))
+        tokenizer = train_tokenizer(family, texts, spec.vocab_size, spec.min_frequency, spec.lowercase,
+                                    model_max_length=cfg.training.max_length)
+        console.log(f"tokenizer: trained {type(tokenizer).__name__} on {len(texts)} texts, vocab {len(tokenizer)} "
+                    f"({time.perf_counter() - start:.1f}s)")
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        tokenizer = broadcast_object_list([tokenizer])[0]
     return tokenizer
 
 

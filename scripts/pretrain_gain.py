@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--quick", action="store_true", help="tiny budget, to check the pipeline")
+    ap.add_argument("--reuse-pretraining", action="store_true",
+                    help="keep the pretrained model of an earlier run with the same pretraining config "
+                         "(to rerun only the finetuning sweep)")
     args = ap.parse_args()
     if args.quick:
         args.pretrain_steps, args.finetune_rows, args.finetune_epochs = 60, 300, 1
@@ -101,9 +104,17 @@ def main() -> None:
                      "eval_steps": max(args.pretrain_steps // 5, 1), "logging_steps": 100, "seed": 42},
         "output_dir": str(pre_dir),
     }
-    start = time.perf_counter()
-    lmctl("pretrain", str(write_yaml(out / "pretrain.yaml", pretrain_cfg)), "--overwrite")
-    pretrain_minutes = (time.perf_counter() - start) / 60
+    pretrain_yaml = out / "pretrain.yaml"
+    earlier = yaml.safe_load(pretrain_yaml.read_text()) if pretrain_yaml.exists() else None
+    if args.reuse_pretraining and earlier == pretrain_cfg and (pre_dir / "metrics.json").exists():
+        print(f"reusing the pretrained model in {pre_dir} (same pretraining config)", flush=True)
+        pretrain_minutes = json.loads((out / "results.json").read_text())["pretrain_minutes"]
+    else:
+        if args.reuse_pretraining:
+            sys.exit(f"error: --reuse-pretraining: no finished pretraining with this config in {pre_dir}")
+        start = time.perf_counter()
+        lmctl("pretrain", str(write_yaml(pretrain_yaml, pretrain_cfg)), "--overwrite")
+        pretrain_minutes = (time.perf_counter() - start) / 60
     pre_metrics = json.loads((pre_dir / "metrics.json").read_text())
 
     lrs = [float(x) for x in args.lrs.split(",")]

@@ -187,6 +187,8 @@ def test_span_corruption_generate(t5_run, tmp_path):
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
         assert record["generated"] == tok.decode(_until_eos(out[0].tolist(), tok)), line
+        assert "<extra_id" not in record["filled"]
+        assert all(span in record["filled"] for span in record["spans"].values())
     # Trained on span corruption, the model answers in its format: sentinel first.
     assert sum(r["generated"].startswith("<extra_id_0>") for r in records) >= 2
 

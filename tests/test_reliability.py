@@ -177,17 +177,22 @@ def test_nan_loss_stops_with_the_step(tiny_models, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def _launch_2_processes(*args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` with 2 CPU ranks (DDP over gloo), as configs/accelerate/cpu-ddp-2proc.yaml."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+           "-m", "lmctl", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_models, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     common = dict(max_steps=20, eval_steps=10, batch_size=16)
     assert _lmctl("finetune", str(_config(tmp_path, tiny_models["bert"], single, **common))).returncode == 0
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    accelerate = Path(sys.executable).parent / "accelerate"
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-           "-m", "lmctl", "finetune", str(_config(tmp_path, tiny_models["bert"], ddp, **common))]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = _launch_2_processes("finetune", str(_config(tmp_path, tiny_models["bert"], ddp, **common)))
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((ddp / "environment.json").read_text())["num_processes"] == 2
     # Same files, one writer: rank 1 wrote nothing extra and printed nothing.
@@ -201,3 +206,21 @@ def test_two_process_ddp_matches_one_process(tiny_models, tmp_path):
     assert b["eval_accuracy"] == pytest.approx(a["eval_accuracy"], abs=0.05)
     m = json.loads((ddp / "metrics.json").read_text())
     assert m["train_samples"] == 20 * 16  # the global batch is the config's, not 2 x 16
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_from_scratch_shares_one_tokenizer(tmp_path):
+    """Only rank 0 trains the tokenizer and sends it to the others (two trainings need not number
+    the vocabulary alike, and DDP needs the same embedding matrix on every rank): the broadcast
+    works over gloo and the run reloads."""
+    out = tmp_path / "ddp"
+    r = _launch_2_processes("pretrain", str(REPO / "configs" / "pretrain" / "tiny-bert.yaml"),
+                            "--set", "training.max_steps=6", "--set", "training.max_length=32",
+                            "--set", "training.eval_strategy=no", "--set", f"output_dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "environment.json").read_text())["num_processes"] == 2
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForMaskedLM.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == model.config.vocab_size >= len(tok)
+    assert json.loads((out / "metrics.json").read_text())["completed_steps"] == 6

@@ -237,3 +237,25 @@ def test_tokenizer_without_sentinels_is_rejected():
     tok = train_tokenizer("bert", TEXTS, vocab_size=200, min_frequency=1)
     with pytest.raises(UserError, match="sentinel"):
         _task(32).encode(Dataset.from_dict({"text": TEXTS}), tok, "train", "x")
+
+
+def test_prediction_splits_the_answer_into_spans_and_fills_the_input(t5_tokenizer):
+    tok = t5_tokenizer
+    task = _task(64)
+    task._set_tokenizer(tok)
+    inputs = tok("the old cat sat on the <extra_id_0> near the <extra_id_1> number 3.")["input_ids"]
+    answer = tok("<extra_id_0> blue mat <extra_id_1> green door <extra_id_2>", add_special_tokens=False)["input_ids"]
+    # As generate returns it: decoder start (pad) first, eos, then padding up to the batch's longest.
+    generated = [tok.pad_token_id, *answer, tok.eos_token_id, tok.pad_token_id, tok.pad_token_id]
+    record = task.predict_records({"generated": [generated]}, [{"input_ids": inputs}])[0]
+    assert record["spans"] == {"<extra_id_0>": "blue mat", "<extra_id_1>": "green door", "<extra_id_2>": ""}
+    expected = tok("the old cat sat on the blue mat near the green door number 3.")["input_ids"]
+    assert record["filled"] == tok.decode(expected, skip_special_tokens=True)
+    assert record["generated"].startswith("<extra_id_0>")
+    # A sentinel the model left out is filled with nothing; text before the first sentinel is ignored.
+    generated = [tok.pad_token_id, *tok("blue <extra_id_1> green door", add_special_tokens=False)["input_ids"],
+                 tok.eos_token_id]
+    record = task.predict_records({"generated": [generated]}, [{"input_ids": inputs}])[0]
+    assert record["spans"] == {"<extra_id_1>": "green door"}
+    expected = tok("the old cat sat on the near the green door number 3.")["input_ids"]
+    assert record["filled"] == tok.decode(expected, skip_special_tokens=True)

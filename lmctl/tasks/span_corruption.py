@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from lmctl.errors import UserError
-from lmctl.tasks.causal_lm import decode_generated
 from lmctl.tasks.lm_common import (
-    LanguageModelTask, encode_prompts, generation_kwargs, pad_batch, perplexity_metrics, seeded, token_nll,
+    LanguageModelTask, decode_generated, encode_prompts, generated_tokens, generation_kwargs, pad_batch,
+    perplexity_metrics, seeded, token_nll,
 )
 
 
@@ -147,7 +147,35 @@ class SpanCorruptionTask(LanguageModelTask):
         return perplexity_metrics(outputs)
 
     def predict_records(self, outputs: dict, encoded=None) -> list[dict]:
-        return [{"generated": decode_generated(self.tokenizer, ids)} for ids in outputs["generated"]]
+        records = []
+        for i, ids in enumerate(outputs["generated"]):
+            spans = self.spans(generated_tokens(self.tokenizer, ids))
+            record = {"generated": decode_generated(self.tokenizer, ids),
+                      "spans": {f"<extra_id_{k}>": self.tokenizer.decode(v).strip() for k, v in spans.items()}}
+            if encoded is not None:
+                record["filled"] = self.fill(encoded[i]["input_ids"], spans)
+            records.append(record)
+        return records
+
+    def spans(self, generated: list[int]) -> dict[int, list[int]]:
+        """The model's answer `<extra_id_0> a <extra_id_1> b ...` → {0: ids of a, 1: ids of b}."""
+        sentinel = {token_id: k for k, token_id in enumerate(self.sentinels)}
+        spans: dict[int, list[int]] = {}
+        current = None
+        for token_id in generated:
+            if token_id in sentinel:
+                current = sentinel[token_id]
+                spans.setdefault(current, [])
+            elif current is not None:
+                spans[current].append(token_id)
+        return spans
+
+    def fill(self, input_ids: list[int], spans: dict[int, list[int]]) -> str:
+        """The input text with each sentinel replaced by the model's span for it (empty if none)."""
+        sentinel = {token_id: k for k, token_id in enumerate(self.sentinels)}
+        ids = [t for token_id in input_ids
+               for t in (spans.get(sentinel[token_id], []) if token_id in sentinel else [token_id])]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _count_spans(mask: torch.Tensor) -> int:
