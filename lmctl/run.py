@@ -22,9 +22,12 @@ def make_task(cfg, console):
     return get_task_class(cfg.task)(cfg, console)
 
 
-def text_columns(task) -> tuple[str, ...]:
-    """The input columns a task reads as text: kept as strings when files are parsed, echoed by predict."""
-    return tuple(c for c in task.columns(with_labels=False).values() if c)
+def text_columns(task, with_labels: bool = False) -> tuple[str, ...]:
+    """The columns a task reads as text: kept as strings when files are parsed (a CSV target of
+    digits is still text to generate), and the inputs echoed by predict. Labels and SQuAD
+    answers keep their parsed types."""
+    return tuple(c for key, c in task.columns(with_labels).items()
+                 if c and key not in ("data.label_column", "data.answers_column"))
 
 
 def _quiet_libraries() -> None:
@@ -86,7 +89,7 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
             models.resolve(cfg.model.tokenizer, key="model.tokenizer")
     task = make_task(cfg, console)
     _quiet_libraries()
-    splits, fingerprints = data.load_splits(cfg, text_columns(task))
+    splits, fingerprints = data.load_splits(cfg, text_columns(task, with_labels=True))
     for split, ds in splits.items():
         data.check_columns(ds, task.columns(with_labels=True), f"{split} data ({_source(cfg, split)})")
     task.fit(splits["train"])
@@ -266,7 +269,7 @@ def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None,
     if not data_file:
         raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
     task = make_task(cfg, console)
-    ds = data.read_table(data_file, "--data", text_columns(task))
+    ds = data.read_table(data_file, "--data", text_columns(task, with_labels=True))
     # A misspelt --fail-under metric fails before inference when the task lists its metrics.
     def check(task):
         if getattr(task, "metric_names", None):

@@ -252,6 +252,24 @@ def test_finetune_from_a_checkpoint(tiny_models, tmp_path):
     assert scored["examples"] == 8 and 0 <= scored["metrics"]["gen_len"] <= 4
 
 
+def test_numeric_looking_targets_in_a_csv_stay_text(tiny_models, tmp_path):
+    """A CSV parser would read a target column of digits as integers; targets are text to generate."""
+    lines = ["source,target"] + [f"{' '.join(r['source'].split(', '))},{len(r['source'].split(', '))}"
+                                 for r in make_rows(24, seed=5)]  # count the words: targets "3" ... "5"
+    data = tmp_path / "count.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    overrides = [f"model.name_or_path={tiny_models['t5']}", "model.from_scratch=null", f"data.train_file={data}",
+                 f"data.validation_file={data}", "training.max_steps=2", "training.batch_size=8",
+                 "training.eval_strategy=no", "generation.max_new_tokens=3", f"output_dir={out}"]
+    result = cli("finetune", CONFIG, *[x for o in overrides for x in ("--set", o)])
+    assert result.exit_code == 0, _explain(result)
+    report = tmp_path / "eval.json"
+    result = cli("evaluate", "--model", out, "--data", data, "--output", report)
+    assert result.exit_code == 0, _explain(result)
+    assert json.loads(report.read_text())["examples"] == 24
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", ["no_target_column", "empty_target", "bert_from_scratch"])
