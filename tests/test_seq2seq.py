@@ -230,17 +230,23 @@ def test_predict_from_stdin_sorts_new_lists(sort_run):
     assert [r["generated"] for r in records] == ["ant, cat, eel, pig", "bee, dog, owl"]
 
 
+def finetune_checkpoint(model: Path, train: Path, dev: Path, out: Path, steps: int, max_new_tokens: int):
+    """The sort config on other data, starting from a T5 checkpoint instead of from scratch."""
+    overrides = [f"model.name_or_path={model}", "model.from_scratch=null", f"data.train_file={train}",
+                 f"data.validation_file={dev}", f"training.max_steps={steps}", "training.batch_size=8",
+                 "training.eval_strategy=no", f"generation.max_new_tokens={max_new_tokens}", f"output_dir={out}"]
+    result = cli("finetune", CONFIG, *[x for o in overrides for x in ("--set", o)])
+    assert result.exit_code == 0, _explain(result)
+    return result
+
+
 def test_finetune_from_a_checkpoint(tiny_models, tmp_path):
     rows = make_rows(48, seed=3)
     train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
     dev.write_text("".join(json.dumps(r) + "\n" for r in rows[40:]))
     out = tmp_path / "run"
-    overrides = [f"model.name_or_path={tiny_models['t5']}", "model.from_scratch=null", f"data.train_file={train}",
-                 f"data.validation_file={dev}", "training.max_steps=4", "training.batch_size=8",
-                 "training.eval_strategy=no", "generation.max_new_tokens=4", f"output_dir={out}"]
-    result = cli("finetune", CONFIG, *[x for o in overrides for x in ("--set", o)])
-    assert result.exit_code == 0, _explain(result)
+    result = finetune_checkpoint(tiny_models["t5"], train, dev, out, steps=4, max_new_tokens=4)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["completed_steps"] == 4
     # The checkpoint's own tokenizer is kept (no tokenizer is trained for a checkpoint).
@@ -259,11 +265,7 @@ def test_numeric_looking_targets_in_a_csv_stay_text(tiny_models, tmp_path):
     data = tmp_path / "count.csv"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "run"
-    overrides = [f"model.name_or_path={tiny_models['t5']}", "model.from_scratch=null", f"data.train_file={data}",
-                 f"data.validation_file={data}", "training.max_steps=2", "training.batch_size=8",
-                 "training.eval_strategy=no", "generation.max_new_tokens=3", f"output_dir={out}"]
-    result = cli("finetune", CONFIG, *[x for o in overrides for x in ("--set", o)])
-    assert result.exit_code == 0, _explain(result)
+    finetune_checkpoint(tiny_models["t5"], data, data, out, steps=2, max_new_tokens=3)
     report = tmp_path / "eval.json"
     result = cli("evaluate", "--model", out, "--data", data, "--output", report)
     assert result.exit_code == 0, _explain(result)
