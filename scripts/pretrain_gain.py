@@ -46,7 +46,9 @@ def write_yaml(path: Path, obj: dict) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="folder with SST-2 train.tsv and dev.tsv")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder with train.tsv and dev.tsv (SST-2, or any with a text and a label column)")
+    ap.add_argument("--text-column", default="sentence", help="text column of the TSVs (ChnSentiCorp: text_a)")
     ap.add_argument("--out", type=Path, default=Path("runs/pretrain-gain"))
     ap.add_argument("--task", default="causal-lm", choices=["causal-lm", "masked-lm"])
     ap.add_argument("--size", default="mini", choices=["tiny", "mini", "small", "base"])
@@ -61,6 +63,7 @@ def main() -> None:
     ap.add_argument("--mlm-probability", type=float, default=0.15)
     ap.add_argument("--finetune-rows", type=int, default=2000)
     ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--finetune-length", type=int, default=64, help="finetuning max_length (tokens)")
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--quick", action="store_true", help="tiny budget, to check the pipeline")
@@ -81,15 +84,15 @@ def main() -> None:
 
     # Pretraining corpus: every training sentence, labels dropped.
     corpus = out / "corpus.txt"
-    corpus.write_text("\n".join(r["sentence"].strip() for r in train_rows) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(r[args.text_column].strip() for r in train_rows) + "\n", encoding="utf-8")
     rng = random.Random(0)
     sample = rng.sample(train_rows, args.finetune_rows)
     ft_train = out / "finetune_train.tsv"
     with ft_train.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
-        w.writerow(["sentence", "label"])
+        w.writerow([args.text_column, "label"])
         for r in sample:
-            w.writerow([r["sentence"], r["label"]])
+            w.writerow([r[args.text_column], r["label"]])
 
     pre_dir = out / f"pretrain-{family}-{args.size}"
     pretrain_cfg = {
@@ -131,9 +134,10 @@ def main() -> None:
                     "task": "text-classification",
                     "model": model,
                     "data": {"train_file": str(ft_train), "validation_file": str(args.data / "dev.tsv"),
-                             "text_column": "sentence", "label_column": "label"},
+                             "text_column": args.text_column, "label_column": "label"},
                     "training": {"num_epochs": args.finetune_epochs, "batch_size": 32, "learning_rate": lr,
-                                 "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 64, "seed": seed,
+                                 "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": args.finetune_length,
+                                 "seed": seed,
                                  "logging_steps": 50},
                     "output_dir": str(run_dir),
                 }
@@ -142,13 +146,14 @@ def main() -> None:
                 results[side].setdefault(lr, []).append(acc)
     finetune_minutes = (time.perf_counter() - start) / 60
 
-    print("\n## Pretrain -> finetune on SST-2 (dev accuracy, best epoch, mean over seeds)\n")
+    print(f"\n## Pretrain -> finetune on {args.data} (dev accuracy, best epoch, mean over seeds)\n")
     print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "
           f"{args.pretrain_batch} blocks of {args.block} tokens, {pretrain_minutes:.1f} min, "
           f"{pre_metrics['train_tokens_per_second']:.0f} tokens/s, final eval loss {pre_metrics['eval_loss']:.3f} "
           f"(perplexity {pre_metrics['eval_perplexity']:.1f})")
     print(f"model overrides: {overrides or 'none'}")
-    print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, seeds {seeds}, "
+    print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, max_length "
+          f"{args.finetune_length}, seeds {seeds}, "
           f"{len(lrs) * len(seeds) * 2} runs in {finetune_minutes:.1f} min\n")
     print("| init | lr | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---|---|" + "---|" * (len(seeds) + 1))
