@@ -93,10 +93,11 @@ def build(squad: dict, dev_articles: int, seed: int, n_train: int, n_dev: int) -
                     stats["skipped_answer_across_sentences"] += 1
                     continue
                 pools[side].append(rows)
-    rng = random.Random(seed)
     out = {}
     for side, n in (("train", n_train), ("dev", n_dev)):
         groups = pools[side]
+        # One generator per side: the dev questions do not change with --train-questions.
+        rng = random.Random(f"{seed}-{side}")
         picked = sorted(rng.sample(range(len(groups)), min(n, len(groups))))  # keep file order
         out[side] = [row for i in picked for row in groups[i]]
         stats[f"{side}_pool_questions"] = len(groups)
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--squad", default="../shared/data/squad/dev-v1.1.json", help="SQuAD v1.1 JSON file")
     parser.add_argument("--out", default="runs/data/squad-rerank", help="output folder")
-    parser.add_argument("--train-questions", type=int, default=400)
-    parser.add_argument("--dev-questions", type=int, default=200)
+    parser.add_argument("--train-questions", type=int, default=1000)
+    parser.add_argument("--dev-questions", type=int, default=500)
     parser.add_argument("--dev-articles", type=int, default=8)
     parser.add_argument("--k", type=int, default=10, help="cut-off of the baselines' MRR and nDCG")
     parser.add_argument("--seed", type=int, default=0)
