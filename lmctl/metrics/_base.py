@@ -57,8 +57,8 @@ Args:
 
 
 class PairMetric(evaluate.Metric):
-    """A metric over (prediction, reference) pairs of one dtype. Subclasses set the class
-    attributes below and write `_compute`."""
+    """A metric over (prediction, reference) pairs, of one dtype unless `_features` says otherwise.
+    Subclasses set the class attributes below and write `_compute`."""
 
     _doc = ""
     _args_doc = ""
@@ -66,16 +66,30 @@ class PairMetric(evaluate.Metric):
     _url = ""
     _dtype = "int64"  # class labels; "float64" for regression
 
+    def _features(self):
+        """The input columns: one `datasets.Features`, or a list evaluate tries in order."""
+        return datasets.Features(
+            {"predictions": datasets.Value(self._dtype), "references": datasets.Value(self._dtype)}
+        )
+
     def _info(self):
         return evaluate.MetricInfo(
             description=self._doc,
             citation=self._citation,
             inputs_description=self._args_doc,
-            features=datasets.Features(
-                {"predictions": datasets.Value(self._dtype), "references": datasets.Value(self._dtype)}
-            ),
+            features=self._features(),
             reference_urls=[self._url],
         )
+
+
+def text_references():
+    """Generated text against one reference, or several (tried first, as evaluate picks the first
+    feature set that fits)."""
+    one = datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")})
+    several = datasets.Features(
+        {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+    )
+    return [several, one]
 
 
 class LabelScore(PairMetric):

@@ -1,8 +1,9 @@
 """Corpus BLEU for machine translation and generation, via `sacrebleu`."""
 
-import datasets
 import evaluate
 import sacrebleu
+
+from lmctl.metrics import _base  # by module: evaluate takes the first Metric class it finds here
 
 _DESCRIPTION = """
 BLEU scores generated text against one or more references by modified n-gram precision (n = 1..4),
@@ -54,29 +55,12 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Bleu(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # Several references per prediction first: evaluate tries the feature sets in order.
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                    }
-                ),
-            ],
-            reference_urls=["https://github.com/mjpost/sacrebleu"],
-        )
+class Bleu(_base.PairMetric):
+    _doc, _args_doc, _citation = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    _url = "https://github.com/mjpost/sacrebleu"
+
+    def _features(self):
+        return _base.text_references()
 
     def _compute(
         self,

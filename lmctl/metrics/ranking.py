@@ -6,6 +6,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from lmctl.metrics import _base  # by module: evaluate takes the first Metric class it finds here
+
 _DESCRIPTION = """
 Ranking metrics for a reranker that gives each (query, candidate) pair a score. Rows with the
 same query id are one query's candidates; each query's candidates are sorted by score, highest
@@ -88,21 +90,13 @@ def query_scores(scores, labels, k: int) -> tuple[float, float, float]:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Ranking(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("float64"),
-                    "references": datasets.Value("float64"),
-                    "query_ids": datasets.Value("string"),
-                }
-            ),
-            reference_urls=["https://github.com/usnistgov/trec_eval"],
-        )
+class Ranking(_base.PairMetric):
+    _doc, _args_doc, _citation = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    _url = "https://github.com/usnistgov/trec_eval"
+
+    def _features(self):
+        return datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64"),
+                                  "query_ids": datasets.Value("string")})
 
     def _compute(self, predictions, references, query_ids, k=10):
         if k < 1:

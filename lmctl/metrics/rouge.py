@@ -1,8 +1,9 @@
 """ROUGE F-measures for summarisation and generation, via Google's `rouge-score` package."""
 
-import datasets
 import evaluate
 from rouge_score import rouge_scorer
+
+from lmctl.metrics import _base  # by module: evaluate takes the first Metric class it finds here
 
 _DESCRIPTION = """
 ROUGE (Recall-Oriented Understudy for Gisting Evaluation) compares a generated text with one or
@@ -50,29 +51,12 @@ _DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Rouge(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            # Several references per prediction first: evaluate tries the feature sets in order.
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                    }
-                ),
-            ],
-            reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
-        )
+class Rouge(_base.PairMetric):
+    _doc, _args_doc, _citation = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    _url = "https://github.com/google-research/google-research/tree/master/rouge"
+
+    def _features(self):
+        return _base.text_references()
 
     def _compute(self, predictions, references, rouge_types=None, use_stemmer=False, use_aggregator=True):
         rouge_types = list(rouge_types or _DEFAULT_TYPES)

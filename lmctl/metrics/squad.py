@@ -7,6 +7,8 @@ from collections import Counter
 import datasets
 import evaluate
 
+from lmctl.metrics import _base  # by module: evaluate takes the first Metric class it finds here
+
 _DESCRIPTION = """
 Scores extractive QA answers the way the official SQuAD v1.1 evaluation script does. Both the
 prediction and each gold answer are normalised (lowercased, punctuation removed, the articles
@@ -84,19 +86,13 @@ def _best(metric_fn, prediction: str, ground_truths: list) -> float:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Squad(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
+class Squad(_base.PairMetric):
+    _doc, _args_doc, _citation = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    _url = "https://rajpurkar.github.io/SQuAD-explorer/"
+
+    def _features(self):
+        return datasets.Features(
+            {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
         )
 
     def _compute(self, predictions, references):
