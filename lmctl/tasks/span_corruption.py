@@ -83,6 +83,7 @@ class SpanCorruptionTask(LanguageModelTask):
     def __init__(self, cfg, console):
         super().__init__(cfg, console)
         self.sentinels: list[int] = []
+        self.sentinel_index: dict[int, int] = {}  # token id -> k of <extra_id_k>
 
     # ---- data -------------------------------------------------------------------
     def _set_tokenizer(self, tokenizer) -> None:
@@ -97,6 +98,7 @@ class SpanCorruptionTask(LanguageModelTask):
             raise UserError("model: the tokenizer has no <extra_id_N> sentinel tokens; span-corruption needs a "
                             "T5-family tokenizer")
         self.sentinels = ids
+        self.sentinel_index = {token_id: k for k, token_id in enumerate(ids)}
 
     def encode(self, ds, tokenizer, split: str, source: str):
         self._set_tokenizer(tokenizer)
@@ -159,12 +161,11 @@ class SpanCorruptionTask(LanguageModelTask):
 
     def spans(self, generated: list[int]) -> dict[int, list[int]]:
         """The model's answer `<extra_id_0> a <extra_id_1> b ...` → {0: ids of a, 1: ids of b}."""
-        sentinel = {token_id: k for k, token_id in enumerate(self.sentinels)}
         spans: dict[int, list[int]] = {}
         current = None
         for token_id in generated:
-            if token_id in sentinel:
-                current = sentinel[token_id]
+            if token_id in self.sentinel_index:
+                current = self.sentinel_index[token_id]
                 spans.setdefault(current, [])
             elif current is not None:
                 spans[current].append(token_id)
@@ -172,9 +173,9 @@ class SpanCorruptionTask(LanguageModelTask):
 
     def fill(self, input_ids: list[int], spans: dict[int, list[int]]) -> str:
         """The input text with each sentinel replaced by the model's span for it (empty if none)."""
-        sentinel = {token_id: k for k, token_id in enumerate(self.sentinels)}
+        index = self.sentinel_index
         ids = [t for token_id in input_ids
-               for t in (spans.get(sentinel[token_id], []) if token_id in sentinel else [token_id])]
+               for t in (spans.get(index[token_id], []) if token_id in index else [token_id])]
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
