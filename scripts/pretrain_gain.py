@@ -39,6 +39,27 @@ def read_tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
+def hold_out_sentences(lines: list[str], count: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """`count` whole sentences for validation, and the corpus without them or any phrase cut from them.
+
+    SST-2's training lines are phrases of the parse trees of ~8.5k sentences, so a random share
+    of lines is mostly text the model also trains on (268 of 300 random lines occur inside other
+    lines). A whole sentence (a line inside no other line) with all its phrases removed is unseen.
+    """
+    blob = "\n".join(f" {line} " for line in lines)
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    held: list[str] = []
+    for i in order:
+        if len(held) == count:
+            break
+        if lines[i] and blob.count(f" {lines[i]} ") == 1:
+            held.append(lines[i])
+    padded = [f" {h} " for h in held]
+    corpus = [line for line in lines if not any(f" {line} " in h for h in padded)]
+    return held, corpus
+
+
 def write_yaml(path: Path, obj: dict) -> Path:
     path.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
     return path
@@ -61,6 +82,9 @@ def main() -> None:
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--block", type=int, default=64, help="pretraining block length (tokens)")
     ap.add_argument("--mlm-probability", type=float, default=0.15)
+    ap.add_argument("--held-out-sentences", type=int, default=0, metavar="N",
+                    help="validate pretraining (and keep the best checkpoint) on N whole training sentences "
+                         "removed from the corpus with every phrase cut from them; 0: a random 2%% of lines")
     ap.add_argument("--finetune-rows", type=int, default=2000)
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-length", type=int, default=64, help="finetuning max_length (tokens)")
@@ -84,7 +108,15 @@ def main() -> None:
 
     # Pretraining corpus: every training sentence, labels dropped.
     corpus = out / "corpus.txt"
-    corpus.write_text("\n".join(r[args.text_column].strip() for r in train_rows) + "\n", encoding="utf-8")
+    lines = [r[args.text_column].strip() for r in train_rows]
+    data_cfg = {"train_file": str(corpus), "text_column": "text", "validation_split": 0.02}
+    if args.held_out_sentences:
+        held, lines = hold_out_sentences(lines, args.held_out_sentences)
+        (out / "held_out.txt").write_text("\n".join(held) + "\n", encoding="utf-8")
+        data_cfg = {"train_file": str(corpus), "validation_file": str(out / "held_out.txt"), "text_column": "text"}
+        print(f"validation: {len(held)} held-out sentences; corpus {len(lines)} of {len(train_rows)} lines",
+              flush=True)
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     rng = random.Random(0)
     sample = rng.sample(train_rows, args.finetune_rows)
     ft_train = out / "finetune_train.tsv"
@@ -99,12 +131,12 @@ def main() -> None:
         "task": args.task,
         "model": {"from_scratch": scratch,
                   "train_tokenizer": {"vocab_size": args.vocab_size, "min_frequency": 2}},
-        "data": {"train_file": str(corpus), "text_column": "text", "validation_split": 0.02},
+        "data": data_cfg,
         "pretraining": {"mlm_probability": args.mlm_probability},
         "training": {"max_steps": args.pretrain_steps, "batch_size": args.pretrain_batch,
                      "learning_rate": args.pretrain_lr, "warmup_ratio": 0.05, "lr_scheduler": "cosine",
                      "weight_decay": 0.01, "max_length": args.block, "eval_strategy": "steps",
-                     "eval_steps": max(args.pretrain_steps // 5, 1), "logging_steps": 100, "seed": 42},
+                     "eval_steps": max(args.pretrain_steps // 10, 1), "logging_steps": 100, "seed": 42},
         "output_dir": str(pre_dir),
     }
     pretrain_yaml = out / "pretrain.yaml"

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from lmctl.cli import app
+from helpers import cli
 
 FAMILIES = ["bert", "gpt2", "t5"]
 TRAIN_ROWS, DEV_ROWS, BATCH, EPOCHS = 120, 40, 8, 8
@@ -120,15 +119,6 @@ def write_config(path: Path, model: Path, train: Path, dev: Path, output_dir: Pa
         cfg[section].update(values)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
-
-
-def cli(*args: str, input: str | None = None, code: int = 0):
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    assert result.exit_code == code, (
-        f"lmctl {' '.join(map(str, args))} exited {result.exit_code}, expected {code}\n"
-        f"stderr:\n{result.stderr}\nexception: {result.exception!r}"
-    )
-    return result
 
 
 def read_json(path: Path) -> dict:

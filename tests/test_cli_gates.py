@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 
 import pytest
-from typer.testing import CliRunner
 
-from lmctl.cli import app
+from helpers import cli
 
 # The data and config helpers of the end-to-end tests (tests/ is on sys.path via conftest).
 from test_cli_finetune import POSITIVE, NEGATIVE, sentence, sentiment_rows, write_config, write_rows
@@ -29,8 +29,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+invoke = partial(cli, code=None)  # these tests check the exit code themselves
 
 
 def three_class_rows(n: int, seed: int) -> list[dict]:

@@ -16,14 +16,14 @@ import csv
 import json
 import math
 import random
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from conftest import REPO
-from lmctl.cli import app
+from helpers import cli as _cli
 
 PRETRAIN_CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
 FINETUNE_DATA = REPO / "configs" / "finetune" / "data"
@@ -41,14 +41,7 @@ OBJECTIVES = {  # task → (Auto class, architecture the from-scratch model must
 }
 
 
-def cli(*args: str):
-    """Run lmctl in-process (imports are paid once per session); stderr kept apart from stdout."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        import traceback
-
-        traceback.print_exception(result.exception)
-    return result
+cli = partial(_cli, code=None)  # each test asserts, and explains, the exit code itself
 
 
 def _explain(result) -> str:

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from lmctl.cli import app
+from helpers import cli
 from lmctl.errors import UserError
 from tiny_models import _ADJECTIVES, _ADVERBS, _OBJECTS, _PLACES, _SUBJECTS, _VERBS
 
@@ -53,12 +52,6 @@ def make_task(**sections):
 
     console = Recorder()
     return QuestionAnsweringTask(qa_config(**sections), console), console
-
-
-def cli(*args, code: int = 0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\nstderr:\n{result.stderr}\n{result.exception!r}"
-    return result
 
 
 # ---- generated data ------------------------------------------------------------------------------

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from lmctl.cli import app
+from helpers import cli
 
 DATA = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "data"
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, f"{result.stderr}\n{result.exception!r}"
-    return result
 
 
 def test_minilm_learns_the_sample_reviews(minilm_path, tmp_path):

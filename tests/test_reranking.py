@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 import lmctl.metrics as metrics
-from lmctl.cli import app
+from helpers import cli
 
 LOG2_3 = math.log2(3)
 
@@ -156,12 +155,6 @@ def ranking_rows(n_queries: int, seed: int, first_id: int = 0) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def cli(*args, code: int = 0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\nstderr:\n{result.stderr}\n{result.exception!r}"
-    return result
 
 
 def rerank_config(path: Path, model, train: Path, dev: Path, out: Path, **training) -> Path:
