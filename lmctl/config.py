@@ -225,6 +225,10 @@ class Config(_Section):
         # QA contexts are long: SQuAD's usual 384-token windows unless the user chose a length.
         if self.task == "question-answering" and "max_length" not in self.training.model_fields_set:
             self.training.max_length = 384
+        # A corrupted block holds at least one kept token, one sentinel and eos.
+        if self.task == "span-corruption" and self.training.max_length < 3:
+            raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
+                             f"not {self.training.max_length}")
         return self
 
     @model_validator(mode="after")

@@ -155,6 +155,13 @@ def test_eval_strategy_steps_needs_eval_steps(tmp_path):
     assert cfg.training.eval_steps == 10
 
 
+def test_span_corruption_needs_three_tokens(tmp_path):
+    path = write(tmp_path, "task: span-corruption\ntraining:\n  max_length: 2\n")
+    message = user_error(config_lib.load_config, path)
+    assert "training.max_length" in message and "at least 3" in message
+    assert config_lib.load_config(path, ["training.max_length=3"]).training.max_length == 3
+
+
 def test_malformed_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "task: text-classification\ntraining:\n  batch_size: [8\n  seed: 1\n")
     msg = user_error(config_lib.load_config, path)

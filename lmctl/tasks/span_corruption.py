@@ -23,14 +23,21 @@ def inputs_and_targets_length(inputs_length: int, noise_density: float, mean_spa
     """Raw tokens per block, and target length, such that corrupted inputs are `inputs_length` long."""
 
     def lengths(tokens: int) -> tuple[int, int]:
-        noise = int(round(tokens * noise_density))
-        spans = int(round(noise / mean_span))
+        noise, spans = _noise_counts(tokens, noise_density, mean_span)
         return tokens - noise + spans + 1, noise + spans + 1
 
-    tokens = inputs_length
+    # Corruption never lengthens by more than eos, so inputs_length - 1 raw tokens always fit.
+    tokens = inputs_length - 1
     while lengths(tokens + 1)[0] <= inputs_length:
         tokens += 1
     return tokens, lengths(tokens)[1]
+
+
+def _noise_counts(length: int, noise_density: float, mean_span: float) -> tuple[int, int]:
+    """Noise tokens and noise spans in a block of `length`: at least one of each, and one kept token."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_span)), 1)
+    return num_noise, min(num_spans, num_noise, length - num_noise)
 
 
 def _random_segmentation(num_items: int, num_segments: int) -> torch.Tensor:
@@ -44,9 +51,7 @@ def _random_segmentation(num_items: int, num_segments: int) -> torch.Tensor:
 
 def noise_mask(length: int, noise_density: float, mean_span: float) -> torch.Tensor:
     """Boolean mask of noise positions: about `noise_density` of the tokens in spans of mean `mean_span`."""
-    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_spans = max(int(round(num_noise / mean_span)), 1)
-    num_spans = min(num_spans, num_noise, length - num_noise)
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_span)
     noise_lengths = _random_segmentation(num_noise, num_spans)
     keep_lengths = _random_segmentation(length - num_noise, num_spans)
     interleaved = torch.stack([keep_lengths, noise_lengths], 1).reshape(-1)  # keep, noise, keep, noise, ...
