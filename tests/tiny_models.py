@@ -1,8 +1,8 @@
 """Tiny BERT / GPT-2 / T5 checkpoints built from config, for fast offline tests.
 
-Each builder trains a real tokenizer (WordPiece, byte-level BPE, Unigram) on a
-small generated corpus, wraps it in the family's own ``transformers`` tokenizer
-class so the saved ``tokenizer_config.json`` names that class, and saves a
+Each builder trains a tokenizer (WordPiece, byte-level BPE, Unigram) on a small
+generated corpus with lmctl's own trainer, the one `from_scratch` runs use (it
+wraps it in the family's ``transformers`` tokenizer class), and saves a
 randomly initialised model next to it. The resulting directory loads with the
 ``Auto*`` classes exactly like a hub checkpoint, with no network access.
 
@@ -11,9 +11,7 @@ Plain functions only: the test suite wraps them in fixtures.
 
 from __future__ import annotations
 
-import json
 import random
-import string
 from pathlib import Path
 
 __all__ = [
@@ -84,46 +82,15 @@ def _make_corpus(n: int = 200, seed: int = 0) -> list[str]:
 
 FIXTURE_CORPUS: list[str] = _make_corpus()
 
-# Every printable ASCII character goes into the base alphabet so text outside
-# the corpus still tokenizes into pieces instead of collapsing to unk.
-_ALPHABET = list(string.ascii_letters + string.digits + string.punctuation)
-
-
-def _model_json(tok) -> dict:
-    return json.loads(tok.to_str())["model"]
-
-
 def build_tiny_bert(out_dir: str | Path) -> Path:
     """Lower-cased WordPiece tokenizer + 2-layer BertForMaskedLM (hidden 32)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+    from transformers import BertConfig, BertForMaskedLM
+
+    from lmctl.tokenizer_training import train_wordpiece
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    raw.normalizer = normalizers.BertNormalizer(lowercase=True)
-    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=_VOCAB_SIZE,
-        special_tokens=specials,
-        initial_alphabet=[c for c in _ALPHABET if not c.isupper()],
-        show_progress=False,
-    )
-    raw.train_from_iterator(FIXTURE_CORPUS, trainer=trainer)
-
-    vocab: dict[str, int] = dict(_model_json(raw)["vocab"])
-    # WordPiece only learns "##x" for characters it saw mid-word; without all of
-    # them an unseen word with an unseen continuation becomes a single [UNK].
-    for c in _ALPHABET:
-        if not c.isupper() and f"##{c}" not in vocab:
-            vocab[f"##{c}"] = len(vocab)
-
-    # BertTokenizer rebuilds the normalizer, pre-tokenizer and [CLS]/[SEP]
-    # template itself; using it (not a generic wrapper) makes the saved config
-    # name BertTokenizer and return token_type_ids.
-    tok = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=256)
+    tok = train_wordpiece(FIXTURE_CORPUS, _VOCAB_SIZE, min_frequency=0, model_max_length=256)
     tok.save_pretrained(out)
 
     config = BertConfig(
@@ -142,42 +109,17 @@ def build_tiny_bert(out_dir: str | Path) -> Path:
 
 def build_tiny_gpt2(out_dir: str | Path) -> Path:
     """Byte-level BPE tokenizer + 2-layer GPT2LMHeadModel (n_embd 32)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmctl.tokenizer_training import train_byte_bpe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    eos = "<|endoftext|>"
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE,
-        special_tokens=[eos],
-        # The full 256-byte alphabet means any input string is encodable.
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    raw.train_from_iterator(FIXTURE_CORPUS, trainer=trainer)
-    model_json = _model_json(raw)
-    # tokenizers' BPE takes merges as (left, right) pairs; older tokenizer.json
-    # files store them as "left right" strings.
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
-
-    # GPT-2 has no pad token of its own; reusing eos is the standard choice and
-    # is what lets GPT2ForSequenceClassification accept batches larger than 1.
-    tok = GPT2Tokenizer(
-        vocab=model_json["vocab"],
-        merges=merges,
-        unk_token=eos,
-        bos_token=eos,
-        eos_token=eos,
-        pad_token=eos,
-        model_max_length=256,
-    )
+    # eos doubles as bos and pad (GPT2ForSequenceClassification needs a pad for batches > 1).
+    tok = train_byte_bpe(FIXTURE_CORPUS, _VOCAB_SIZE, min_frequency=0, model_max_length=256)
     tok.save_pretrained(out)
 
-    eos_id = tok.convert_tokens_to_ids(eos)
+    eos_id = tok.eos_token_id
     config = GPT2Config(
         vocab_size=len(tok),
         n_embd=32,
@@ -194,42 +136,15 @@ def build_tiny_gpt2(out_dir: str | Path) -> Path:
 
 
 def build_tiny_t5(out_dir: str | Path) -> Path:
-    """Unigram tokenizer with T5's id layout + 2+2-layer T5ForConditionalGeneration."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+    """Unigram tokenizer with T5's id layout (sentinels last) + 2+2-layer T5ForConditionalGeneration."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from lmctl.tokenizer_training import train_unigram
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    raw = Tokenizer(models.Unigram())
-    # Same pre-tokenization T5Tokenizer applies, so the learned pieces carry
-    # the "▁" word-start marker it expects.
-    raw.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
-        ]
-    )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=_VOCAB_SIZE - T5_NUM_SENTINELS,
-        # Listing them first pins T5's layout: <pad>=0, </s>=1, <unk>=2.
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        unk_token="<unk>",
-        initial_alphabet=_ALPHABET,
-        show_progress=False,
-    )
-    raw.train_from_iterator(FIXTURE_CORPUS, trainer=trainer)
-    pieces = [(p, float(s)) for p, s in _model_json(raw)["vocab"]]
-    assert [p for p, _ in pieces[:3]] == ["<pad>", "</s>", "<unk>"], pieces[:3]
-
-    # T5 puts sentinels at the end of the vocab in reverse, so <extra_id_0> is
-    # the last id; span-corruption code often relies on that ordering.
-    pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(T5_NUM_SENTINELS))]
-
-    # T5Tokenizer installs the "$A </s>" / "$A </s> $B </s>" post-processor:
-    # T5ForSequenceClassification pools at the eos token and raises if a row
-    # has none.
-    tok = T5Tokenizer(vocab=pieces, extra_ids=T5_NUM_SENTINELS, model_max_length=256)
+    tok = train_unigram(FIXTURE_CORPUS, _VOCAB_SIZE, min_frequency=1, model_max_length=256,
+                        num_sentinels=T5_NUM_SENTINELS)
     tok.save_pretrained(out)
 
     config = T5Config(
