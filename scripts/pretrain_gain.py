@@ -83,8 +83,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=64, help="pretraining block length (tokens)")
     ap.add_argument("--mlm-probability", type=float, default=0.15)
     ap.add_argument("--held-out-sentences", type=int, default=0, metavar="N",
-                    help="validate pretraining (and keep the best checkpoint) on N whole training sentences "
-                         "removed from the corpus with every phrase cut from them; 0: a random 2%% of lines")
+                    help="validate pretraining on N whole training sentences removed from the corpus with every "
+                         "phrase cut from them, keep the best checkpoint and stop two evaluations after it; "
+                         "0: a random 2%% of lines, no early stop")
     ap.add_argument("--finetune-rows", type=int, default=2000)
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-length", type=int, default=64, help="finetuning max_length (tokens)")
@@ -139,6 +140,9 @@ def main() -> None:
                      "eval_steps": max(args.pretrain_steps // 10, 1), "logging_steps": 100, "seed": 42},
         "output_dir": str(pre_dir),
     }
+    if args.held_out_sentences:
+        # Unseen-sentence perplexity turns up once the phrases are memorised: stop there (the best is kept).
+        pretrain_cfg["training"]["early_stopping_patience"] = 2
     pretrain_yaml = out / "pretrain.yaml"
     earlier = yaml.safe_load(pretrain_yaml.read_text()) if pretrain_yaml.exists() else None
     if args.reuse_pretraining and earlier == pretrain_cfg and (pre_dir / "metrics.json").exists():
