@@ -247,6 +247,29 @@ def test_chinese_pretraining(name, tmp_path):
         assert sum(map(len, ids)) / sum(map(len, held_out)) < 1.6
 
 
+def test_resume_from_scratch_keeps_the_runs_tokenizer(tmp_path, monkeypatch):
+    """Training a tokenizer again need not give the same ids (WordPiece ties), and the checkpoint's
+    embeddings follow the first one's: --resume must read the run's tokenizer, not train a new one."""
+    out = tmp_path / "run"
+    short = ["training.max_length=32", "training.eval_strategy=steps", "training.eval_steps=4",
+             "training.save_steps=4", f"output_dir={out}"]
+    config = REPO / "configs" / "pretrain" / "tiny-bert.yaml"
+    result = cli("pretrain", config, *_sets(short + ["training.max_steps=8"]))
+    assert result.exit_code == 0, _explain(result)
+    vocab = (out / "tokenizer.json").read_text(encoding="utf-8")
+
+    import lmctl.tokenizer_training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--resume trained a new tokenizer")
+
+    monkeypatch.setattr(lmctl.tokenizer_training, "train_tokenizer", refuse)
+    result = cli("pretrain", config, *_sets(short + ["training.max_steps=12"]), "--resume")
+    assert result.exit_code == 0, _explain(result)
+    assert json.loads((out / "metrics.json").read_text())["completed_steps"] == 12
+    assert (out / "tokenizer.json").read_text(encoding="utf-8") == vocab
+
+
 # ---- pretrain → finetune ------------------------------------------------------------------
 
 def _finetune_config(tmp_path: Path, model_dir: Path, out: Path) -> Path:
