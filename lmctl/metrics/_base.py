@@ -3,8 +3,8 @@
 `evaluate.load` imports each metric file on its own from a copy in its module cache, so a
 relative import would not resolve; the metric files import this module by its absolute name
 (`lmctl` is installed), as a module: evaluate takes the first `evaluate.Metric` subclass it
-finds in a metric file's namespace, which must be the file's own class. Each metric file keeps its own documentation and its own `_compute`,
-or names the one function it wraps.
+finds in a metric file's namespace, which must be the file's own class. Each metric file keeps
+its own documentation and its own `_compute`, or names the one function it wraps.
 """
 
 import datasets

@@ -25,10 +25,22 @@ Examples:
     {'matthews_correlation': 0.5773502691896258}
 """
 
+_CITATION = """
+@article{matthews1975comparison,
+  title={Comparison of the predicted and observed secondary structure of {T4} phage lysozyme},
+  author={Matthews, Brian W.},
+  journal={Biochimica et Biophysica Acta (BBA) - Protein Structure},
+  volume={405},
+  number={2},
+  pages={442--451},
+  year={1975}
+}
+""" + _base.SKLEARN_CITATION
+
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MatthewsCorrelation(_base.PairMetric):
-    _doc, _args_doc = _DESCRIPTION, _KWARGS_DESCRIPTION
+    _doc, _args_doc, _citation = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
     _url = "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.matthews_corrcoef.html"
 
     def _compute(self, predictions, references, sample_weight=None):
