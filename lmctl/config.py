@@ -51,6 +51,9 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
     """Load *.bin (pickle) weights when a checkpoint has no safetensors; only for sources you trust."""
+    pooling: Optional[Literal["last", "mean"]] = None
+    """text-classification with a decoder (GPT-2 family): classify from the last token (transformers'
+    head) or the mean of all tokens; unset: the checkpoint's own (saved with the model)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
@@ -226,6 +229,13 @@ class Config(_Section):
         if self.task == "question-answering" and "max_length" not in self.training.model_fields_set:
             self.training.max_length = 384
         # A corrupted block holds at least one kept token, one sentinel and eos.
+        if self.model.pooling and self.task != "text-classification":
+            raise ValueError(f"model.pooling: only text-classification chooses a pooling, not {self.task}; "
+                             "drop model.pooling")
+        scratch = self.model.from_scratch
+        if self.model.pooling and scratch and scratch.family != "gpt2":
+            raise ValueError(f"model.pooling: a pooling choice is for decoder classifiers (gpt2); "
+                             f"{scratch.family} pools its own way: drop model.pooling")
         if self.task == "span-corruption" and self.training.max_length < 3:
             raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
                              f"not {self.training.max_length}")

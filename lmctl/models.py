@@ -80,9 +80,14 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, key: str = "
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, key, exc) from None
+    # transformers v5 drops keys its config class does not define (ours: POOLING_KEY); keep them.
+    for name, value in kwargs.items():
+        if not hasattr(config, name):
+            setattr(config, name, value)
+    return config
 
 
 def apply_quirks(model_config, tokenizer) -> None:
@@ -223,3 +228,44 @@ def build_model(auto_class, model_cfg, name_or_path: str | None, tokenizer, max_
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# `model.pooling: mean` is stored in the model's config under this key, so evaluate and predict
+# rebuild the same head. (Not `classifier_pooling`: ModernBERT already uses that name itself.)
+POOLING_KEY = "lmctl_pooling"
+
+
+def apply_pooling(model, key: str = "model.pooling"):
+    """Classify from the mask-weighted mean of every token's final state when the config says so.
+
+    Decoder classifiers (GPT2ForSequenceClassification and the like) score every position with a
+    `score` layer and keep the last non-pad token's scores; for small models trained on few labels
+    the mean of all positions carries more of the sentence (measured on SST-2 in the README).
+    Encoder classifiers have their own pooler ([CLS], T5's eos) and are refused.
+    """
+    pooling = getattr(model.config, POOLING_KEY, None)
+    if pooling is None:
+        return model
+    if model.config.is_encoder_decoder or not hasattr(model, "score"):
+        raise UserError(f"{key}: a pooling choice is for decoder classifiers (GPT-2 family); "
+                        f"{type(model).__name__} pools its own way: drop {key}")
+    if pooling != "mean":
+        return model
+    import types
+
+    model.forward = types.MethodType(_mean_pooled_forward, model)
+    return model
+
+
+def _mean_pooled_forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+    import torch
+    from transformers.loss.loss_utils import ForSequenceClassificationLoss
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    logits = self.score((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.config)
+    return SequenceClassifierOutput(loss=loss, logits=logits)

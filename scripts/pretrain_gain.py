@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--block", type=int, default=64, help="pretraining block length (tokens)")
+    ap.add_argument("--line-by-line", action="store_true",
+                    help="pretrain on one line per example (data.packing: false), so sentences start at "
+                         "position 0 as they do in finetuning; --pretrain-batch counts lines then")
     ap.add_argument("--mlm-probability", type=float, default=0.15)
     ap.add_argument("--held-out-sentences", type=int, default=0, metavar="N",
                     help="validate pretraining on N whole training sentences removed from the corpus with every "
@@ -88,6 +91,9 @@ def main() -> None:
     ap.add_argument("--finetune-rows", type=int, default=2000)
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-length", type=int, default=64, help="finetuning max_length (tokens)")
+    ap.add_argument("--pooling", choices=["last", "mean"], default="last",
+                    help="GPT-2 classification from the last token (transformers' head) or the mean of all "
+                         "tokens (model.pooling), on both sides")
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--quick", action="store_true", help="tiny budget, to check the pipeline")
@@ -110,6 +116,8 @@ def main() -> None:
     corpus = out / "corpus.txt"
     lines = [r[args.text_column].strip() for r in train_rows]
     data_cfg = {"train_file": str(corpus), "text_column": "text"}
+    if args.line_by_line:
+        data_cfg["packing"] = False
     stopping = {}
     if args.held_out_sentences:
         held, lines = hold_out_sentences(lines, args.held_out_sentences)
@@ -149,13 +157,14 @@ def main() -> None:
     earlier = yaml.safe_load(pretrain_yaml.read_text()) if pretrain_yaml.exists() else None
     if args.reuse_pretraining and earlier == pretrain_cfg and (pre_dir / "metrics.json").exists():
         print(f"reusing the pretrained model in {pre_dir} (same pretraining config)", flush=True)
-        pretrain_minutes = json.loads((out / "results.json").read_text())["pretrain_minutes"]
+        pretrain_minutes = json.loads((out / "pretrain_minutes.json").read_text())
     else:
         if args.reuse_pretraining:
             sys.exit(f"error: --reuse-pretraining: no finished pretraining with this config in {pre_dir}")
         start = time.perf_counter()
         lmctl("pretrain", str(write_yaml(pretrain_yaml, pretrain_cfg)), "--overwrite")
         pretrain_minutes = (time.perf_counter() - start) / 60
+        (out / "pretrain_minutes.json").write_text(json.dumps(pretrain_minutes))
     pre_metrics = json.loads((pre_dir / "metrics.json").read_text())
     # SST-2's training lines are phrases cut from the same ~8.5k sentences (measured: 268 of 300
     # random lines occur inside other training lines), so a random 2% split measures memorisation.
@@ -173,9 +182,12 @@ def main() -> None:
     for side in results:
         for lr in lrs:
             for seed in seeds:
-                run_dir = out / f"ft-{side.replace(' ', '-')}-lr{lr:g}-s{seed}"
+                pooling = "" if args.pooling == "last" else f"-{args.pooling}"
+                run_dir = out / f"ft-{side.replace(' ', '-')}{pooling}-lr{lr:g}-s{seed}"
                 model = ({"name_or_path": str(pre_dir)} if side == "pretrained"
                          else {"from_scratch": scratch, "tokenizer": str(pre_dir)})
+                if family == "gpt2":
+                    model["pooling"] = args.pooling
                 cfg = {
                     "task": "text-classification",
                     "model": model,
@@ -194,10 +206,11 @@ def main() -> None:
 
     print(f"\n## Pretrain -> finetune on {args.data} (dev accuracy, best epoch, mean over seeds)\n")
     print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "
-          f"{args.pretrain_batch} blocks of {args.block} tokens, {pretrain_minutes:.1f} min, "
+          f"{args.pretrain_batch} {'lines of up to' if args.line_by_line else 'blocks of'} {args.block} tokens, "
+          f"{pretrain_minutes:.1f} min, "
           f"{pre_metrics['train_tokens_per_second']:.0f} tokens/s, final eval loss {pre_metrics['eval_loss']:.3f} "
           f"(perplexity {pre_metrics['eval_perplexity']:.1f}); perplexity on the dev sentences {dev_perplexity:.1f}")
-    print(f"model overrides: {overrides or 'none'}")
+    print(f"model overrides: {overrides or 'none'}; classification pooling: {args.pooling}")
     print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, max_length "
           f"{args.finetune_length}, seeds {seeds}, "
           f"{len(lrs) * len(seeds) * 2} runs in {finetune_minutes:.1f} min\n")
@@ -213,7 +226,7 @@ def main() -> None:
     gain = 100 * (best["pretrained"][1] - best["random init"][1])
     print(f"\nbest pretrained: lr {best['pretrained'][0]:g} -> {best['pretrained'][1]:.4f}; "
           f"best random init: lr {best['random init'][0]:g} -> {best['random init'][1]:.4f}; gain {gain:+.1f} points")
-    (out / "results.json").write_text(json.dumps({
+    (out / f"results{pooling}.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "pretrain_minutes": pretrain_minutes,
         "pretrain_metrics": pre_metrics, "dev_text_perplexity": dev_perplexity,
         "results": {s: {str(k): v for k, v in d.items()} for s, d in results.items()},

@@ -133,8 +133,11 @@ def eval_metrics(metrics: dict) -> dict:
     return {k.removeprefix("eval_"): v for k, v in metrics.items() if k.startswith("eval_")}
 
 
-def direct_logits(run: Path, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-    """One text at a time through `from_pretrained(run)`: no batching, no sorting, no lmctl."""
+def direct_logits(run: Path, texts: list[str], pairs: list[str] | None = None, mean_pooled: bool = False) -> np.ndarray:
+    """One text at a time through `from_pretrained(run)`: no batching, no sorting, no lmctl.
+
+    `mean_pooled`: the head applied by hand to the mean of every token's final state (one text,
+    so no padding) instead of transformers' own last-token pooling."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -146,7 +149,11 @@ def direct_logits(run: Path, texts: list[str], pairs: list[str] | None = None) -
         for i, text in enumerate(texts):
             enc = tokenizer(text, pairs[i] if pairs else None, truncation=True,
                             max_length=cfg["training"]["max_length"], return_tensors="pt")
-            rows.append(model(**enc).logits[0].float().numpy())
+            if mean_pooled:
+                logits = model.score(model.base_model(**enc).last_hidden_state.mean(1))
+            else:
+                logits = model(**enc).logits
+            rows.append(logits[0].float().numpy())
     return np.stack(rows)
 
 
@@ -366,6 +373,36 @@ def test_predict_through_a_pipe(runs):
     logits = direct_logits(run, PREDICT_TEXTS)
     assert [r["label"] for r in records] == [["negative", "positive"][int(i)] for i in logits.argmax(-1)]
     assert "Traceback" not in proc.stderr
+
+
+def test_gpt2_mean_pooling(tiny_models, sentiment, tmp_path):
+    """`model.pooling: mean` trains, is saved with the model, and predict/evaluate use it on reload."""
+    run = tmp_path / "run"
+    cli("finetune", write_config(tmp_path / "c.yaml", tiny_models["gpt2"], sentiment["train"], sentiment["dev"], run),
+        "--set", "model.pooling=mean")
+    assert read_json(run / "config.json")["lmctl_pooling"] == "mean"
+    metrics = read_json(run / "metrics.json")
+    assert metrics["eval_accuracy"] >= 0.9
+    records = jsonl(cli("predict", "--model", run, "--batch-size", "3",
+                        input="".join(t + "\n" for t in PREDICT_TEXTS)).stdout)
+    probs = np.array([[r["scores"]["negative"], r["scores"]["positive"]] for r in records])
+    # Batched with padding, the prediction is the mean-pooled head computed one text at a time ...
+    np.testing.assert_allclose(probs, softmax(direct_logits(run, PREDICT_TEXTS, mean_pooled=True)), atol=1e-4)
+    # ... and not what transformers' last-token head gives for the same weights.
+    assert np.abs(probs - softmax(direct_logits(run, PREDICT_TEXTS))).max() > 0.05
+    out = tmp_path / "eval.json"
+    cli("evaluate", "--model", run, "--data", sentiment["dev"], "--output", out)
+    assert read_json(out)["metrics"]["accuracy"] == pytest.approx(metrics["eval_accuracy"], abs=1e-9)
+
+
+def test_pooling_is_refused_where_the_model_pools_its_own_way(tiny_models, sentiment, tmp_path):
+    config = write_config(tmp_path / "c.yaml", tiny_models["bert"], sentiment["train"], sentiment["dev"],
+                          tmp_path / "run")
+    result = cli("finetune", config, "--set", "model.pooling=mean", code=2)
+    assert result.stderr.strip().splitlines() == [
+        "error: model.pooling: a pooling choice is for decoder classifiers (GPT-2 family); "
+        "BertForSequenceClassification pools its own way: drop model.pooling"]
+    assert not (tmp_path / "run").exists()
 
 
 # ---- other label kinds -----------------------------------------------------------------------------

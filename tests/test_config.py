@@ -162,6 +162,16 @@ def test_span_corruption_needs_three_tokens(tmp_path):
     assert config_lib.load_config(path, ["training.max_length=3"]).training.max_length == 3
 
 
+def test_pooling_is_for_gpt2_text_classification(tmp_path):
+    lm = write(tmp_path, "task: causal-lm\nmodel:\n  pooling: mean\n")
+    assert "only text-classification chooses a pooling, not causal-lm" in user_error(config_lib.load_config, lm)
+    scratch = write(tmp_path, "task: text-classification\nmodel:\n  from_scratch: {family: bert}\n  pooling: mean\n")
+    assert "bert pools its own way" in user_error(config_lib.load_config, scratch)
+    cfg = config_lib.load_config(scratch, ["model.from_scratch.family=gpt2"])
+    assert cfg.model.pooling == "mean"
+    assert "model.pooling" in user_error(config_lib.load_config, scratch, ["model.pooling=max"])
+
+
 def test_malformed_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "task: text-classification\ntraining:\n  batch_size: [8\n  seed: 1\n")
     msg = user_error(config_lib.load_config, path)

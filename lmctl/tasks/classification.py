@@ -98,9 +98,14 @@ class ClassificationTask:
         self._label_to_id.update({n: i for i, n in enumerate(self.label_names)})
 
     def _model_kwargs(self) -> dict:
+        from lmctl.models import POOLING_KEY
+
+        pooling = {POOLING_KEY: self.cfg.model.pooling} if self.cfg.model.pooling else {}
         if self.regression:
-            return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+            return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0},
+                        **pooling)
         return dict(
+            **pooling,
             num_labels=len(self.label_names),
             problem_type="single_label_classification",
             id2label=dict(enumerate(self.label_names)),
@@ -111,17 +116,18 @@ class ClassificationTask:
     def build_model(self, name_or_path: str | None, tokenizer):
         from transformers import AutoModelForSequenceClassification
 
-        from lmctl.models import build_model
+        from lmctl.models import apply_pooling, build_model
 
-        return build_model(AutoModelForSequenceClassification, self.cfg.model, name_or_path, tokenizer,
-                           self.max_length, **self._model_kwargs())
+        return apply_pooling(build_model(AutoModelForSequenceClassification, self.cfg.model, name_or_path, tokenizer,
+                                         self.max_length, **self._model_kwargs()))
 
     def load_model(self, path: str, tokenizer):
         from transformers import AutoModelForSequenceClassification
 
-        from lmctl.models import load_model
+        from lmctl.models import apply_pooling, load_model
 
-        model = load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model", allow_pickle=self.cfg.model.allow_pickle_weights)
+        model = apply_pooling(load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model",
+                                         allow_pickle=self.cfg.model.allow_pickle_weights), key="--model")
         cfg = model.config
         self.regression = cfg.problem_type == "regression" or cfg.num_labels == 1
         if not self.regression:
