@@ -8,7 +8,8 @@
 2. Finetune it on a seeded sample of labelled SST-2 training rows (`lmctl finetune`), and
    finetune the same architecture from random initialisation (same tokenizer) on the same
    rows. Each side gets its best learning rate from the same sweep; accuracy is on the
-   full SST-2 dev set, averaged over seeds.
+   full SST-2 dev set, averaged over seeds. `--pooling mean` (make pretrain-demo) classifies
+   from the mean of the token states on both sides; the README has both poolings.
 
 Every step is an ordinary lmctl command; the script only writes configs and reads
 metrics.json, so the table is exactly what a user would get.
@@ -94,6 +95,9 @@ def main() -> None:
     ap.add_argument("--pooling", choices=["last", "mean"], default="last",
                     help="GPT-2 classification from the last token (transformers' head) or the mean of all "
                          "tokens (model.pooling), on both sides")
+    ap.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to every `lmctl finetune` as --set (e.g. training.group_by_length=false); "
+                         "named in the run directories and the results file")
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--quick", action="store_true", help="tiny budget, to check the pipeline")
@@ -178,12 +182,15 @@ def main() -> None:
     lrs = [float(x) for x in args.lrs.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     results: dict[str, dict[float, list[float]]] = {"pretrained": {}, "random init": {}}
+    # Runs of another pooling or --finetune-set get their own names, so variants sit side by side.
+    variant = "" if args.pooling == "last" else f"-{args.pooling}"
+    variant += "".join(f"-{kv.split('=', 1)[0].rsplit('.', 1)[-1]}={kv.split('=', 1)[1]}" for kv in args.finetune_set)
+    sets = [arg for kv in args.finetune_set for arg in ("--set", kv)]
     start = time.perf_counter()
     for side in results:
         for lr in lrs:
             for seed in seeds:
-                pooling = "" if args.pooling == "last" else f"-{args.pooling}"
-                run_dir = out / f"ft-{side.replace(' ', '-')}{pooling}-lr{lr:g}-s{seed}"
+                run_dir = out / f"ft-{side.replace(' ', '-')}{variant}-lr{lr:g}-s{seed}"
                 model = ({"name_or_path": str(pre_dir)} if side == "pretrained"
                          else {"from_scratch": scratch, "tokenizer": str(pre_dir)})
                 if family == "gpt2":
@@ -199,7 +206,7 @@ def main() -> None:
                                  "logging_steps": 50},
                     "output_dir": str(run_dir),
                 }
-                lmctl("finetune", str(write_yaml(out / f"{run_dir.name}.yaml", cfg)), "--overwrite")
+                lmctl("finetune", str(write_yaml(out / f"{run_dir.name}.yaml", cfg)), "--overwrite", *sets)
                 acc = json.loads((run_dir / "metrics.json").read_text())["eval_accuracy"]
                 results[side].setdefault(lr, []).append(acc)
     finetune_minutes = (time.perf_counter() - start) / 60
@@ -210,7 +217,8 @@ def main() -> None:
           f"{pretrain_minutes:.1f} min, "
           f"{pre_metrics['train_tokens_per_second']:.0f} tokens/s, final eval loss {pre_metrics['eval_loss']:.3f} "
           f"(perplexity {pre_metrics['eval_perplexity']:.1f}); perplexity on the dev sentences {dev_perplexity:.1f}")
-    print(f"model overrides: {overrides or 'none'}; classification pooling: {args.pooling}")
+    print(f"model overrides: {overrides or 'none'}; classification pooling: {args.pooling}; "
+          f"finetune --set: {', '.join(args.finetune_set) or 'none'}")
     print(f"finetuning: {args.finetune_rows} labelled rows, {args.finetune_epochs} epochs, max_length "
           f"{args.finetune_length}, seeds {seeds}, "
           f"{len(lrs) * len(seeds) * 2} runs in {finetune_minutes:.1f} min\n")
@@ -226,7 +234,7 @@ def main() -> None:
     gain = 100 * (best["pretrained"][1] - best["random init"][1])
     print(f"\nbest pretrained: lr {best['pretrained'][0]:g} -> {best['pretrained'][1]:.4f}; "
           f"best random init: lr {best['random init'][0]:g} -> {best['random init'][1]:.4f}; gain {gain:+.1f} points")
-    (out / f"results{pooling}.json").write_text(json.dumps({
+    (out / f"results{variant}.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "pretrain_minutes": pretrain_minutes,
         "pretrain_metrics": pre_metrics, "dev_text_perplexity": dev_perplexity,
         "results": {s: {str(k): v for k, v in d.items()} for s, d in results.items()},
