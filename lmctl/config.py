@@ -228,7 +228,6 @@ class Config(_Section):
         # QA contexts are long: SQuAD's usual 384-token windows unless the user chose a length.
         if self.task == "question-answering" and "max_length" not in self.training.model_fields_set:
             self.training.max_length = 384
-        # A corrupted block holds at least one kept token, one sentinel and eos.
         if self.model.pooling and self.task != "text-classification":
             raise ValueError(f"model.pooling: only text-classification chooses a pooling, not {self.task}; "
                              "drop model.pooling")
@@ -236,6 +235,7 @@ class Config(_Section):
         if self.model.pooling and scratch and scratch.family != "gpt2":
             raise ValueError(f"model.pooling: a pooling choice is for decoder classifiers (gpt2); "
                              f"{scratch.family} pools its own way: drop model.pooling")
+        # A corrupted block holds at least one kept token, one sentinel and eos.
         if self.task == "span-corruption" and self.training.max_length < 3:
             raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
                              f"not {self.training.max_length}")

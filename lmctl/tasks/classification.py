@@ -100,17 +100,18 @@ class ClassificationTask:
     def _model_kwargs(self) -> dict:
         from lmctl.models import POOLING_KEY
 
-        pooling = {POOLING_KEY: self.cfg.model.pooling} if self.cfg.model.pooling else {}
         if self.regression:
-            return dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0},
-                        **pooling)
-        return dict(
-            **pooling,
-            num_labels=len(self.label_names),
-            problem_type="single_label_classification",
-            id2label=dict(enumerate(self.label_names)),
-            label2id={n: i for i, n in enumerate(self.label_names)},
-        )
+            kwargs = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+        else:
+            kwargs = dict(
+                num_labels=len(self.label_names),
+                problem_type="single_label_classification",
+                id2label=dict(enumerate(self.label_names)),
+                label2id={n: i for i, n in enumerate(self.label_names)},
+            )
+        if self.cfg.model.pooling:
+            kwargs[POOLING_KEY] = self.cfg.model.pooling
+        return kwargs
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
