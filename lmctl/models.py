@@ -239,8 +239,8 @@ def apply_pooling(model, key: str = "model.pooling"):
     """Classify from the mask-weighted mean of every token's final state when the config says so.
 
     Decoder classifiers (GPT2ForSequenceClassification and the like) score every position with a
-    `score` layer and keep the last non-pad token's scores; for small models trained on few labels
-    the mean of all positions carries more of the sentence (measured on SST-2 in the README).
+    `score` layer and keep the last non-pad token's scores; mean pooling reads every position
+    instead (on SST-2 a tiny pretrained GPT-2 finetuned as well either way; see the README).
     Encoder classifiers have their own pooler ([CLS], T5's eos) and are refused.
     """
     pooling = getattr(model.config, POOLING_KEY, None)
@@ -253,19 +253,19 @@ def apply_pooling(model, key: str = "model.pooling"):
         return model
     import types
 
-    model.forward = types.MethodType(_mean_pooled_forward, model)
-    return model
-
-
-def _mean_pooled_forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
     import torch
     from transformers.loss.loss_utils import ForSequenceClassificationLoss
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
-    if attention_mask is None:
-        attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    logits = self.score((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-    loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.config)
-    return SequenceClassifierOutput(loss=loss, logits=logits)
+    def mean_pooled_forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        logits = self.score((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+        loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    # The imports above run once per model, not on every forward pass.
+    model.forward = types.MethodType(mean_pooled_forward, model)
+    return model
