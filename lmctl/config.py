@@ -167,6 +167,9 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)
+    """Layer-wise learning-rate decay: the task head gets learning_rate, the top layer this
+    factor times it, each layer below the factor again, the embeddings the least (1: off)."""
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shutil
 import signal
 import time
@@ -44,20 +45,40 @@ def check_batch_size(accelerator, training) -> None:
             )
 
 
+_LAYER_INDEX = re.compile(r"\.(?:h|layer|layers|block)\.(\d+)\.")
+
+
+def _layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
+    """Depth of each parameter: 0 embeddings, i+1 for transformer layer i, the top for the rest.
+
+    "The rest" is the final norm and the task head. Encoder-decoder stacks (T5's encoder.block.i
+    and decoder.block.i) share depths, so layer i of each gets the same rate.
+    """
+    index = {name: int(m.group(1)) for name in names if (m := _LAYER_INDEX.search(name))}
+    top = max(index.values(), default=-1) + 2
+    return {name: index[name] + 1 if name in index
+            else 0 if any(word in name for word in ("embed", "wte", "wpe", "shared")) else top
+            for name in names}, top
+
+
 def _optimizer(model, training, device_type: str):
-    # No weight decay on biases and LayerNorm weights, as in BERT and run_glue.
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": training.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    depths, top = _layer_depths([name for name, _ in named])
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in named:
+        # No weight decay on biases and LayerNorm weights, as in BERT and run_glue.
+        decays = not (param.ndim < 2 or "norm" in name.lower())
+        # Layer-wise decay (ULMFiT's discriminative rates): each layer below the top learns
+        # `layer_lr_decay` times slower than the one above, so pretrained lower layers move least.
+        depth = depths[name] if training.layer_lr_decay != 1 else top
+        group = groups.setdefault((depth, decays), {
+            "params": [], "weight_decay": training.weight_decay if decays else 0.0,
+            "lr": training.learning_rate * training.layer_lr_decay ** (top - depth)})
+        group["params"].append(param)
     # Fused AdamW measured ~15% faster on this CPU; TPUs and other devices lack the kernel.
     fused = device_type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
+    return torch.optim.AdamW(list(groups.values()), lr=training.learning_rate,
+                             betas=(training.adam_beta1, training.adam_beta2),
                              eps=training.adam_epsilon, fused=fused)
 
 
@@ -281,7 +302,7 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, c
                 if step % t.logging_steps == 0 or step == max_steps:
                     st.last_loss = st.interval_loss / st.interval_batches
                     rate = st.interval_samples / max(st.interval_seconds, 1e-9)
-                    lr = lr_scheduler.get_last_lr()[0]
+                    lr = max(lr_scheduler.get_last_lr())  # the top rate, under layer_lr_decay
                     log.write({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": st.last_loss,
                                "lr": lr, "samples_per_second": round(rate, 2)})
                     bar.update(step, {"loss": st.last_loss, "lr": lr, "samples/s": round(rate, 1)})
