@@ -70,7 +70,7 @@ def _optimizer(model, training, device_type: str):
         decays = not (param.ndim < 2 or "norm" in name.lower())
         # Layer-wise decay (ULMFiT's discriminative rates): each layer below the top learns
         # `layer_lr_decay` times slower than the one above, so pretrained lower layers move least.
-        depth = depths[name] if training.layer_lr_decay != 1 else top
+        depth = depths[name] if training.layer_lr_decay != 1 else top  # one rate: two groups, as before
         group = groups.setdefault((depth, decays), {
             "params": [], "weight_decay": training.weight_decay if decays else 0.0,
             "lr": training.learning_rate * training.layer_lr_decay ** (top - depth)})
