@@ -10,6 +10,7 @@
    rows. Each side gets its best learning rate from the same sweep; accuracy is on the
    full SST-2 dev set, averaged over seeds. `--pooling mean` (make pretrain-demo) classifies
    from the mean of the token states on both sides; the README has both poolings.
+3. For reference, a TF-IDF logistic regression on the same labelled rows (scikit-learn).
 
 Every step is an ordinary lmctl command; the script only writes configs and reads
 metrics.json, so the table is exactly what a user would get.
@@ -58,6 +59,22 @@ def hold_out_sentences(lines: list[str], count: int, seed: int = 0) -> tuple[lis
             held.append(lines[i])
     held_blob = "\n".join(f" {h} " for h in held)  # a line has no newline, so a match stays in one sentence
     return held, [line for line in lines if f" {line} " not in held_blob]
+
+
+def bag_of_words_baseline(train: list[tuple[str, str]], dev: list[tuple[str, str]]) -> tuple[float, float]:
+    """(dev accuracy, C) of a TF-IDF logistic regression on the same rows: the floor to read both sides against.
+
+    C comes from a small sweep scored on dev, as the finetuning learning rates are.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer()
+    x_train = vectorizer.fit_transform([text for text, _ in train])
+    x_dev = vectorizer.transform([text for text, _ in dev])
+    y_train, y_dev = [label for _, label in train], [label for _, label in dev]
+    return max((LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train).score(x_dev, y_dev), c)
+               for c in (0.3, 1.0, 3.0, 10.0, 30.0))
 
 
 def write_yaml(path: Path, obj: dict) -> Path:
@@ -210,6 +227,9 @@ def main() -> None:
                 acc = json.loads((run_dir / "metrics.json").read_text())["eval_accuracy"]
                 results[side].setdefault(lr, []).append(acc)
     finetune_minutes = (time.perf_counter() - start) / 60
+    bow_accuracy, bow_c = bag_of_words_baseline(
+        [(r[args.text_column], r["label"]) for r in sample],
+        [(r[args.text_column], r["label"]) for r in read_tsv(args.data / "dev.tsv")])
 
     print(f"\n## Pretrain -> finetune on {args.data} (dev accuracy, best epoch, mean over seeds)\n")
     print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "
@@ -234,11 +254,13 @@ def main() -> None:
     gain = 100 * (best["pretrained"][1] - best["random init"][1])
     print(f"\nbest pretrained: lr {best['pretrained'][0]:g} -> {best['pretrained'][1]:.4f}; "
           f"best random init: lr {best['random init'][0]:g} -> {best['random init'][1]:.4f}; gain {gain:+.1f} points")
+    print(f"reference: TF-IDF logistic regression on the same {len(sample)} rows (C {bow_c:g}, picked on dev): "
+          f"{bow_accuracy:.4f}")
     (out / f"results{variant}.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "pretrain_minutes": pretrain_minutes,
         "pretrain_metrics": pre_metrics, "dev_text_perplexity": dev_perplexity,
         "results": {s: {str(k): v for k, v in d.items()} for s, d in results.items()},
-        "best": best, "gain_points": gain}, indent=2))
+        "best": best, "gain_points": gain, "bag_of_words": {"accuracy": bow_accuracy, "C": bow_c}}, indent=2))
 
 
 if __name__ == "__main__":

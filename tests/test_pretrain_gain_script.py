@@ -1,4 +1,5 @@
-"""The pretrain -> finetune experiment's held-out split: whole sentences, none of their phrases left."""
+"""The pretrain -> finetune experiment: its held-out split (whole sentences, none of their phrases
+left) and its bag-of-words reference."""
 
 import importlib.util
 from pathlib import Path
@@ -36,3 +37,15 @@ def test_a_phrase_is_never_chosen_as_a_held_out_sentence():
         held, _ = pretrain_gain.hold_out_sentences(LINES, 3, seed=seed)
         assert not set(held) & {"a gorgeous", "the plot", "charming", "bore", "seductive", "hilarious film",
                                 "witty , seductive movie", "nothing but boilerplate clichés"}
+
+
+def test_bag_of_words_baseline_learns_polarity_words():
+    good, bad = ["great", "charming", "witty", "lovely"], ["dull", "awful", "boring", "clumsy"]
+    subjects = ["the film", "this movie", "the plot", "its cast", "the ending"]
+    train = [(f"{s} is {w}", "1" if w in good else "0") for s in subjects[:3] for w in good + bad]
+    dev = [(f"{s} is {w}", "1" if w in good else "0") for s in subjects[3:] for w in good + bad]
+    accuracy, c = pretrain_gain.bag_of_words_baseline(train, dev)
+    assert accuracy == 1.0 and c in (0.3, 1.0, 3.0, 10.0, 30.0)
+    # Labels that no word predicts: the reference falls to chance, it is not a constant.
+    shuffled = [(text, "1" if i % 2 else "0") for i, (text, _) in enumerate(sorted(dev))]
+    assert pretrain_gain.bag_of_words_baseline(train, shuffled)[0] <= 0.75
