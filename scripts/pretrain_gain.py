@@ -191,8 +191,8 @@ def main() -> None:
     # random lines occur inside other training lines), so a random 2% split measures memorisation.
     # The dev sentences (text only, labels unused) are unseen text whichever validation was used.
     dev_text = out / "dev_text.txt"
-    dev_text.write_text("\n".join(r[args.text_column].strip() for r in read_tsv(args.data / "dev.tsv")) + "\n",
-                        encoding="utf-8")
+    dev_rows = read_tsv(args.data / "dev.tsv")
+    dev_text.write_text("\n".join(r[args.text_column].strip() for r in dev_rows) + "\n", encoding="utf-8")
     lmctl("evaluate", "--model", str(pre_dir), "--data", str(dev_text), "--output", str(out / "dev_text_eval.json"))
     dev_perplexity = json.loads((out / "dev_text_eval.json").read_text())["metrics"]["perplexity"]
 
@@ -229,7 +229,7 @@ def main() -> None:
     finetune_minutes = (time.perf_counter() - start) / 60
     bow_accuracy, bow_c = bag_of_words_baseline(
         [(r[args.text_column], r["label"]) for r in sample],
-        [(r[args.text_column], r["label"]) for r in read_tsv(args.data / "dev.tsv")])
+        [(r[args.text_column], r["label"]) for r in dev_rows])
 
     print(f"\n## Pretrain -> finetune on {args.data} (dev accuracy, best epoch, mean over seeds)\n")
     print(f"pretraining: {args.task} {family}-{args.size}, vocab {args.vocab_size}, {args.pretrain_steps} steps x "

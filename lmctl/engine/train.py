@@ -64,16 +64,15 @@ def _layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
 def _optimizer(model, training, device_type: str):
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     depths, top = _layer_depths([name for name, _ in named])
-    groups: dict[tuple[int, bool], dict] = {}
+    groups: dict[tuple[float, bool], dict] = {}  # one group per (rate, decayed): two when the decay is 1
     for name, param in named:
         # No weight decay on biases and LayerNorm weights, as in BERT and run_glue.
         decays = not (param.ndim < 2 or "norm" in name.lower())
         # Layer-wise decay (ULMFiT's discriminative rates): each layer below the top learns
         # `layer_lr_decay` times slower than the one above, so pretrained lower layers move least.
-        depth = depths[name] if training.layer_lr_decay != 1 else top  # one rate: two groups, as before
-        group = groups.setdefault((depth, decays), {
-            "params": [], "weight_decay": training.weight_decay if decays else 0.0,
-            "lr": training.learning_rate * training.layer_lr_decay ** (top - depth)})
+        lr = training.learning_rate * training.layer_lr_decay ** (top - depths[name])
+        group = groups.setdefault((lr, decays), {"params": [], "lr": lr,
+                                                 "weight_decay": training.weight_decay if decays else 0.0})
         group["params"].append(param)
     # Fused AdamW measured ~15% faster on this CPU; TPUs and other devices lack the kernel.
     fused = device_type in ("cpu", "cuda")
