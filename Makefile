@@ -27,10 +27,10 @@ demo: install
 	PY=$(PY) bash scripts/demo.sh
 
 bench: install
-	$(PY) scripts/bench_finetune.py --data $(DATA)/sst2
+	$(PY) -m scripts.bench.finetune --data $(DATA)/sst2
 
 clean:
 	rm -rf runs demo .pytest_cache
 
 pretrain-demo: install
-	$(PY) scripts/pretrain_gain.py --data $(DATA)/sst2 --out runs/pretrain-gain --size tiny --override activation_function=gelu --pretrain-lr 2e-3 --pooling mean --lrs 1e-4,3e-4,1e-3,3e-3 --seeds 1,2,3,4
+	$(PY) -m scripts.pretrain_gain --data $(DATA)/sst2 --out runs/pretrain-gain --size tiny --override activation_function=gelu --pretrain-lr 2e-3 --pooling mean --lrs 1e-4,3e-4,1e-3,3e-3 --seeds 1,2,3,4

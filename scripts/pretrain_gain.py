@@ -1,7 +1,7 @@
 """Does pretraining from scratch pay off? The pretrain → finetune experiment on SST-2.
 
-    python scripts/pretrain_gain.py --data ../shared/data/sst2            # (make pretrain-demo)
-    python scripts/pretrain_gain.py --data ../shared/data/sst2 --quick    # a smoke run
+    python -m scripts.pretrain_gain --data ../shared/data/sst2            # (make pretrain-demo)
+    python -m scripts.pretrain_gain --data ../shared/data/sst2 --quick    # a smoke run
 
 1. Pretrain a small model from scratch (tokenizer trained on the same text) on the SST-2
    training sentences, labels dropped, for a fixed step budget (`lmctl pretrain`).
@@ -9,7 +9,7 @@
    finetune the same architecture from random initialisation (same tokenizer) on the same
    rows. Each side gets its best learning rate from the same sweep; accuracy is on the
    full SST-2 dev set, averaged over seeds. `--pooling mean` (make pretrain-demo) classifies
-   from the mean of the token states on both sides; the README has both poolings.
+   from the mean of the token states on both sides; docs/pretraining-study.md has both poolings.
 3. For reference, a TF-IDF logistic regression on the same labelled rows (scikit-learn).
 
 Every step is an ordinary lmctl command; the script only writes configs and reads

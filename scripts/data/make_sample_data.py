@@ -11,7 +11,7 @@ words does not solve the task while a pretrained sentence encoder can. The
 output is a pure function of the seed and sizes: rerunning reproduces the
 committed files byte for byte.
 
-    python scripts/make_sample_data.py [OUT_DIR] [--seed 0] [--train 800] [--dev 200]
+    python -m scripts.data.make_sample_data [OUT_DIR] [--seed 0] [--train 800] [--dev 200]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 POSITIVE, NEGATIVE = "positive", "negative"
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "configs" / "finetune" / "data"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "data"
 
 # Per domain: things reviewed, singular aspects of them, and what "doing it
 # again" means there (for "I will never ... again" / "I will ... again").

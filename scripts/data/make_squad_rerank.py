@@ -11,7 +11,7 @@ the file are dev), so no paragraph is on both sides. The script prints two refer
 points on dev with lmctl's own ranking metrics: a random order, and word overlap between
 question and sentence (a lexical baseline a trained reranker should beat).
 
-    python scripts/make_squad_rerank.py --squad ../shared/data/squad/dev-v1.1.json --out runs/data/squad-rerank
+    python -m scripts.data.make_squad_rerank --squad ../shared/data/squad/dev-v1.1.json --out runs/data/squad-rerank
     lmctl finetune configs/finetune/rerank-minilm.yaml
 
 Writes OUT/train.jsonl and OUT/dev.jsonl, one pair per line:
@@ -25,7 +25,6 @@ import argparse
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by whitespace and a capital,
@@ -112,7 +111,6 @@ def overlap_score(question: str, sentence: str) -> float:
 
 def baselines(rows: list[dict], k: int, seed: int) -> dict:
     """Random order (mean of 20 shuffles) and word overlap, scored by lmctl's ranking metrics."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lmctl.metrics import ranking_metrics
 
     labels = [r["label"] for r in rows]

@@ -1,128 +1,20 @@
-#!/usr/bin/env python
 """Benchmark: `lmctl pretrain` against a plain Hugging Face `Trainer` script, per objective.
 
-    .venv/bin/python scripts/bench_pretrain.py                      # all three objectives, WikiText-2 valid
-    .venv/bin/python scripts/bench_pretrain.py --quick              # tiny models, 10 steps, 500 documents
-    .venv/bin/python scripts/bench_pretrain.py --objectives causal-lm --steps 100
+For each objective (masked-lm with BERT, causal-lm with GPT-2, span-corruption with T5) the
+same from-scratch model trains on the same blocks with the same hyperparameters twice, each
+side in a child process of its own, and the script prints training throughput in tokens/s for
+each side, the ratio lmctl/Trainer, and the final training loss of each, which should be
+close. Run from the repository root:
 
-For each pretraining objective the same model trains on the same blocks with the same
-hyperparameters twice, and the script prints training throughput in tokens/s for each side,
-the ratio lmctl/Trainer, and the final training loss of each, which should be close.
+    .venv/bin/python -m scripts.bench.pretrain                      # all three objectives, WikiText-2 valid
+    .venv/bin/python -m scripts.bench.pretrain --quick              # tiny models, 10 steps, 500 documents
+    .venv/bin/python -m scripts.bench.pretrain --objectives causal-lm --steps 100
 
-Both sides see the same batches in the same order: a torch.randperm seeded with --seed
-(lmctl's LengthGroupedSampler over equal-length blocks; the seedable sampler accelerate
-puts under Trainer). Masks, spans and dropout come from the global torch RNG, seeded with
---seed on both sides but left in different states by the two loops (for one, lmctl's
-DataLoader has its own generator, so starting its iterator draws nothing from the global
-RNG; a default DataLoader draws its base seed there), so masked-lm and span-corruption
-draw different masks and their per-step losses differ by batch noise (the largest
-per-step difference is printed; the 10-step means stay close). causal-lm has no masks
-and its per-step losses track closely, apart from the eos labels and the Trainer's loss
-divisor (both below).
-
-  objective         family  lmctl task        Trainer-side collator
-  masked-lm         BERT    masked-lm         DataCollatorForLanguageModeling(mlm_probability=0.15)
-  causal-lm         GPT-2   causal-lm         DataCollatorForLanguageModeling(mlm=False)
-  span-corruption   T5      span-corruption   lmctl's own span-corruption functions (see below)
-
-  A) lmctl: a temporary YAML config, `python -m lmctl pretrain CONFIG --overwrite` in a
-     subprocess, then OUTPUT_DIR/metrics.json and train_log.jsonl (one loss per step).
-  B) Trainer: this script re-invoked with a hidden `--run-trainer` flag, in a subprocess:
-     AutoModelFor{MaskedLM,CausalLM,Seq2SeqLM}.from_pretrained + `Trainer` with its defaults
-     and the collator above, the corpus tokenized and packed the run_mlm/run_clm way.
-
-The span-corruption baseline uses lmctl's collator functions: transformers ships T5's
-span-corruption collator (`DataCollatorForT5MLM`) only in its Flax example scripts and has
-no PyTorch one, so the Trainer side wraps `lmctl.tasks.span_corruption`'s `noise_mask`,
-`corrupt` and `inputs_and_targets_length` in a plain collate function (pad inputs with the
-pad id, labels with -100). That row therefore compares the training loops, not the
-collators.
-
-Why the comparison is fair
-  * Same model: one from-scratch model per objective (lmctl's `scratch_config` preset,
-    --size, default mini), built once with --seed and a tokenizer trained once on the corpus
-    with `lmctl.tokenizer_training.train_tokenizer` (--vocab-size, min frequency 2), saved to
-    a temporary directory. lmctl runs with model.name_or_path = that directory (the continued
-    pretraining path) and the Trainer side loads it too: both start from identical weights.
-  * Same blocks: the corpus (--data, one document per line, blank lines dropped) is read the
-    way lmctl reads it and tokenized exactly as lmctl's TextCorpus.tokenize/blocks do it:
-    each document on its own (BERT: with special tokens and a special-tokens mask; GPT-2:
-    no special tokens, eos appended; T5: no special tokens), concatenated per 1,000
-    documents, cut into blocks of --max-length tokens (T5: the raw length that corrupts to
-    --max-length input tokens, from inputs_and_targets_length), the tail of each 1,000
-    dropped. The script checks that both sides report the same number of blocks.
-    lmctl is given a tiny validation file (never used: evaluation is off) so that it trains
-    on the whole corpus instead of holding out a random 10%.
-  * Same hyperparameters: batch --batch-size (16), lr --lr (5e-4), --steps optimizer steps
-    (60), linear decay without warmup, weight decay 0, grad-norm clipping 1.0, AdamW
-    (lmctl: fused; Trainer: its default, adamw_torch_fused on torch >= 2.8; printed),
-    seed --seed, no evaluation (lmctl training.eval_strategy "no"; Trainer eval_strategy
-    "no"), no checkpoints during training, a loss logged every step on both sides.
-  * Same threads: both children get OMP_NUM_THREADS/MKL_NUM_THREADS = --threads (default:
-    torch's default here) and report `torch.get_num_threads()`. Each side runs in its own
-    process, pays its own imports, and they run one after the other, never together.
-
-Tokens/s, exactly
-  Tokens = the sum of `attention_mask` over every training batch the model's forward
-  received: non-padding *input* tokens (for T5, encoder tokens after corruption; decoder
-  tokens are not counted). lmctl sums it in its loop (train_tokens_per_second in
-  metrics.json); the Trainer side counts it with a forward pre-hook on the model (training
-  mode only). With packed blocks there is no padding, so it is steps x batch x max_length
-  (the table's lmctl count is rate x seconds from metrics.json, so it can be off by a few).
-  Seconds: lmctl's train_seconds sums the time of each optimizer step including fetching
-  and collating its batch (the first one includes starting the DataLoader iterator),
-  and its per-batch counter reduction, excluding model loading, data preparation, its log
-  line (one JSON line and a progress update: about a millisecond), evaluation and the
-  final save. The Trainer's train_runtime spans its training loop (fetching, collating,
-  forward, backward, step, logging), from just before `on_train_begin` to the end of the
-  loop, so it too excludes model loading, data preparation and dataloader/optimizer
-  set-up (a callback timing on_train_begin..on_train_end is kept in the JSON as
-  loop_seconds to confirm it).
-  tokens/s = tokens / those seconds.
-  "median" = tokens per step / the median step time, from each side's per-step times
-  (lmctl: train_log.jsonl's samples_per_second, one step per line, rounded to 0.01; Trainer:
-  the time between consecutive on_step_end callbacks, the first from on_train_begin). A
-  burst of load from another process slows a few steps and moves the total but hardly
-  the median: on a busy machine, compare the medians.
-  Final loss = the mean of the per-step training losses over the last 10 steps (or all
-  steps if fewer), read from lmctl's train_log.jsonl and from the Trainer's log_history;
-  "mean loss" is the mean over all steps (the Trainer's own train_loss).
-
-Known differences between the sides
-  * masked-lm: Trainer's remove_unused_columns drops the `special_tokens_mask` column (the
-    model's forward has no such argument), so DataCollatorForLanguageModeling recomputes it
-    per row with tokenizer.get_special_tokens_mask; lmctl's loop hands it to the collator.
-  * causal-lm: with GPT-2, pad == eos, and DataCollatorForLanguageModeling(mlm=False) sets
-    every label equal to the pad id to -100, so the Trainer side never trains on the eos
-    that ends each document; lmctl masks only padding (attention_mask 0). That removes
-    about one label per document on the Trainer side, so its loss is over slightly fewer
-    (and different) targets.
-  * causal-lm, a transformers 5.24 quirk in the Trainer's loss: it divides the summed token
-    loss by `num_items_in_batch`, which it counts over labels[..., 1:] only when the model's
-    `loss_type` maps to ForCausalLMLoss; GPT2LMHeadModel's class name matches no LOSS_MAPPING
-    key, so its loss_type is None and the count includes position 0 of every row (hence the
-    "`loss_type=None` ... unrecognized" warning). Its logged loss (and gradient) is therefore
-    about 1/max-length too small (0.8% at 128: ~0.06 at a loss of 7.6); Adam and grad-norm
-    clipping make the update nearly insensitive to that scale. The script records that
-    divisor per step and also prints the Trainer's loss per summed target, lmctl's measure.
-  * batch order: lmctl draws batches through transformers' LengthGroupedSampler (all blocks
-    have the same length, so it is a seeded random order); Trainer uses a RandomSampler,
-    which accelerate swaps for its seedable sampler (seeded with --seed).
-
-Timings are only as good as the machine is idle: the tables show each child's CPU use
-(CPU seconds / wall seconds; near the thread count when it had the cores to itself, a
-little under it because imports and data preparation run on one thread) and the 1-minute
-load average before it started (which includes this benchmark's previous child), and a
-warning is printed when a child got less than 0.8 x threads (with --quick the one-thread
-set-up dominates, so expect it there). On a shared machine the load comes in bursts that can slow one child several
-times over; --repeats N runs each side N times, alternating which goes first (lmctl,
-Trainer, then Trainer, lmctl, ...), and compares medians; the "median" column is
-tokens/s from the median step time over all of a side's steps. --output-json keeps
-every run (results[objective][side] is a list of runs, with per-step losses and times).
-Exit status 0 on success, 1 when any side fails (its last output lines are shown).
-
-Helpers shared with scripts/bench_finetune.py (child_env, run_child, lmctl_source,
-versions, fmt_row) are imported from it.
+--data is a text corpus, one document per line (default: WikiText-2's wiki.valid.tokens under
+../shared/data). How the two sides are kept comparable, how tokens/s and the losses are
+counted, and the known differences between the sides: docs/benchmarks.md. --repeats N runs
+each side N times, alternating which goes first, and compares medians; --output-json keeps
+every run. Exit status 0 on success, 1 when any side fails (its last output lines are shown).
 """
 
 from __future__ import annotations
@@ -131,16 +23,13 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_finetune as common  # noqa: E402  (the finetune benchmark's subprocess and report helpers)
+from scripts.bench import common
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "wikitext2" / "tokens" / "wiki.valid.tokens"
+MODULE = "scripts.bench.pretrain"  # how the Trainer side (a child process) runs this file
+DEFAULT_DATA = common.SHARED_DATA / "wikitext2" / "tokens" / "wiki.valid.tokens"
 
 # objective → model family, Auto class, and what the Trainer side uses as a collator.
 OBJECTIVES = {
@@ -196,12 +85,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-json", default=None, metavar="PATH", help="also write the results here as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (models, configs, logs)")
     # Internal: the Trainer side, run by this script in a child process.
-    p.add_argument("--run-trainer", action="store_true", help=argparse.SUPPRESS)
+    common.add_trainer_child_options(p)
     p.add_argument("--objective", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_trainer:
         return args
@@ -214,9 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown or not names:
         p.error(f"--objectives: unknown '{','.join(unknown)}'; choose from {', '.join(OBJECTIVES)}")
     args.objectives = list(dict.fromkeys(names))
-    for name in ("steps", "batch_size", "max_length", "lr", "vocab_size", "repeats"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    common.require_positive(p, args, ("steps", "batch_size", "max_length", "lr", "vocab_size", "repeats"))
     if args.max_docs < 0:
         p.error("--max-docs must be >= 0")
     return args
@@ -280,17 +165,13 @@ def run_trainer(args: argparse.Namespace) -> None:
     """Plain Hugging Face pretraining, the run_mlm / run_clm way, with Trainer defaults."""
     import time
 
-    import torch
+    import datasets
     import transformers
     from datasets import Dataset
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, PrinterCallback, Trainer,
-                              TrainerCallback, TrainingArguments, set_seed)
+                              TrainerCallback, set_seed)
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    import datasets
-
-    datasets.utils.logging.disable_progress_bar()
+    common.quiet_hf_logging()
     datasets.utils.logging.set_verbosity_error()
 
     objective = args.objective
@@ -334,7 +215,7 @@ def run_trainer(args: argparse.Namespace) -> None:
 
     # Tokens the model's forward sees in training: the attention-mask sum, as lmctl counts it.
     # Also the divisor Trainer hands the loss (num_items_in_batch) against the labels the loss sums
-    # over: for GPT2LMHeadModel, transformers 5.24 counts the unshifted labels (see the docstring).
+    # over: for GPT2LMHeadModel, transformers 5.24 counts the unshifted labels (docs/benchmarks.md).
     seen = {"tokens": 0, "batches": 0, "loss_scale": []}
 
     def count_tokens(module, fargs, fkwargs):
@@ -364,29 +245,13 @@ def run_trainer(args: argparse.Namespace) -> None:
 
     clock = LoopClock()
     set_seed(args.seed)
-    targs = TrainingArguments(
-        output_dir=str(Path(args.workdir) / "trainer-out"),
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
-        max_steps=args.steps,
-        seed=args.seed,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        logging_steps=1,
-        disable_tqdm=True,
-    )
+    targs = common.training_arguments(args, logging_steps=1, max_steps=args.steps)
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
                       data_collator=collator, callbacks=[clock])
     trainer.remove_callback(PrinterCallback)  # no log dict printed per step (disable_tqdm adds it)
-    optim = getattr(targs.optim, "value", targs.optim)
-    print(f"trainer: {len(train_ds)} blocks of {block} tokens, optim {optim}, collator "
-          f"{type(collator).__name__}, {torch.get_num_threads()} threads", flush=True)
-    train_out = trainer.train()
+    train_out, optimizer_facts = common.train(trainer, f"{len(train_ds)} blocks of {block} tokens",
+                                              f"collator {type(collator).__name__}")
     m = train_out.metrics
-    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    fused = bool(inner.defaults.get("fused")) if inner is not None else None
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
 
     # Per-step loss as a mean over the labels the loss sums (shifted), to compare with lmctl's.
@@ -409,11 +274,9 @@ def run_trainer(args: argparse.Namespace) -> None:
         "losses": losses,
         "loss_divisor_over_targets": scale or None,
         "losses_per_target": corrected,
-        "optim": str(optim),
-        "fused_adamw": fused,
-        "torch_threads": torch.get_num_threads(),
+        **optimizer_facts,
     }
-    Path(args.result).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    common.write_trainer_result(args.result, result)
     print(f"trainer: done, {result['tokens_per_second']:.0f} tokens/s, {len(losses)} losses logged", flush=True)
 
 
@@ -448,10 +311,9 @@ def build_model(objective: str, docs: list[str], args, out_dir: Path) -> dict:
     return info
 
 
-def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, output_dir: Path, a) -> str:
-    import yaml
-
-    cfg = {
+def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, a) -> dict:
+    """The lmctl side's config, less output_dir (common.run_lmctl sets it)."""
+    return {
         "task": objective,
         "model": {"name_or_path": str(model_dir)},
         "data": {
@@ -476,9 +338,7 @@ def lmctl_config(objective: str, model_dir: Path, corpus: Path, valid: Path, out
             "noise_density": NOISE_DENSITY,
             "mean_noise_span_length": MEAN_NOISE_SPAN,
         },
-        "output_dir": str(output_dir),
     }
-    return yaml.safe_dump(cfg, sort_keys=False)
 
 
 def median_step_tokens_per_second(r: dict) -> float | None:
@@ -497,24 +357,17 @@ def final_loss(losses: list[float]) -> float | None:
 
 
 def run_lmctl_side(objective: str, model_dir: Path, corpus: Path, valid: Path, work: Path, env: dict, args) -> dict:
-    out_dir = work / "lmctl-out"
-    cfg_path = work / "lmctl.yaml"
-    cfg_path.write_text(lmctl_config(objective, model_dir, corpus, valid, out_dir, args), encoding="utf-8")
-    load = os.getloadavg()[0]
-    log_path = work / "lmctl.log"
-    wall, cpu = common.run_child(f"{objective}/lmctl",
-                                 [sys.executable, "-m", "lmctl", "pretrain", str(cfg_path), "--overwrite"], env,
-                                 log_path)
-    m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
-    env_json = json.loads((out_dir / "environment.json").read_text(encoding="utf-8"))
+    run = common.run_lmctl(f"{objective}/lmctl", "pretrain", lmctl_config(objective, model_dir, corpus, valid, args),
+                           work, env)
+    m = run["metrics"]
     losses, step_seconds = [], []
-    for line in (out_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (run["out_dir"] / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         if "loss" in rec:
             losses.append(float(rec["loss"]))
             if rec.get("samples_per_second"):  # one step per line (logging_steps 1): batch / its seconds
                 step_seconds.append(args.batch_size / float(rec["samples_per_second"]))
-    found = re.search(r"training: (\d+) examples", log_path.read_text(encoding="utf-8", errors="replace"))
+    found = re.search(r"training: (\d+) examples", run["log"].read_text(encoding="utf-8", errors="replace"))
     secs = m["train_seconds"]
     return {
         "blocks": int(found.group(1)) if found else None,
@@ -526,25 +379,17 @@ def run_lmctl_side(objective: str, model_dir: Path, corpus: Path, valid: Path, w
         "train_loss_mean": sum(losses) / len(losses) if losses else None,
         "losses": losses,
         "step_seconds": [round(x, 5) for x in step_seconds],
-        "torch_threads": env_json.get("torch_threads"),
-        "wall_seconds": round(wall, 2),
-        "cpu_seconds": round(cpu, 2),
-        "load_before": round(load, 2),
+        "torch_threads": run["environment"].get("torch_threads"),
+        "wall_seconds": run["wall_seconds"],
+        "cpu_seconds": run["cpu_seconds"],
+        "load_before": run["load_before"],
         "metrics_json": m,
     }
 
 
 def run_trainer_side(objective: str, model_dir: Path, corpus: Path, work: Path, env: dict, args) -> dict:
-    result_path = work / "trainer.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trainer", "--objective", objective,
-           "--model", str(model_dir), "--corpus", str(corpus), "--result", str(result_path),
-           "--workdir", str(work), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed)]
-    load = os.getloadavg()[0]
-    wall, cpu = common.run_child(f"{objective}/trainer", cmd, env, work / "trainer.log")
-    r = json.loads(result_path.read_text(encoding="utf-8"))
-    r.update(wall_seconds=round(wall, 2), cpu_seconds=round(cpu, 2), load_before=round(load, 2))
-    return r
+    options = ["--objective", objective, "--model", str(model_dir), "--corpus", str(corpus), "--steps", str(args.steps)]
+    return common.run_trainer_child(f"{objective}/trainer", MODULE, options, args, work, env)
 
 
 def side_summary(runs: list[dict]) -> dict:
@@ -623,7 +468,7 @@ def report_objective(objective: str, res: dict, model_info: dict, threads: int) 
             comparison["max_step_loss_diff_per_target"] = max(abs(x - y) for x, y in zip(a["losses"], fixed))
             f = b_first["loss_divisor_over_targets"]
             print(f"loss      Trainer divides the summed loss by {min(f):.4f}-{max(f):.4f}x the targets it sums "
-                  f"(unshifted label count, see docstring); per target its final loss is "
+                  f"(unshifted label count, see docs/benchmarks.md); per target its final loss is "
                   f"{comparison['final_loss_trainer_per_target']:.4f}, largest per-step difference to lmctl "
                   f"{comparison['max_step_loss_diff_per_target']:.4f} (the eos labels)")
         if not comparison["same_blocks"]:
@@ -646,8 +491,6 @@ def main() -> None:
         run_trainer(args)
         return
 
-    import platform
-
     import torch
 
     data = Path(args.data)
@@ -659,9 +502,8 @@ def main() -> None:
         sys.exit(f"error: --data {data}: no non-empty lines")
     docs = docs_all[:args.max_docs] if args.max_docs else docs_all
 
-    work = Path(tempfile.mkdtemp(prefix="lmctl-bench-pretrain-"))
     failed = False
-    try:
+    with common.work_folder("lmctl-bench-pretrain-", args.keep) as work:
         if len(docs) < len(docs_all):
             corpus = work / "corpus.txt"
             corpus.write_text("\n".join(docs) + "\n", encoding="utf-8")
@@ -671,14 +513,7 @@ def main() -> None:
         valid.write_text("\n".join(docs[:8]) + "\n", encoding="utf-8")
         env = common.child_env(threads)
 
-        info = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": threads,
-            "packages": common.versions(),
-            "lmctl_source": common.lmctl_source(),
-        }
+        info = common.environment(threads)
         setup = {
             "data": str(data.resolve()),
             "documents": len(docs),
@@ -694,10 +529,7 @@ def main() -> None:
             "repeats": args.repeats,
             "final_loss_steps": FINAL_LOSS_STEPS,
         }
-        print("== environment", flush=True)
-        print(f"python {info['python']}  {info['platform']}  cpus {info['cpu_count']}  torch threads {threads}")
-        print("  ".join(f"{k} {v}" for k, v in info["packages"].items()))
-        print(f"lmctl from {info['lmctl_source']}")
+        common.print_environment(info)
         load = os.getloadavg()
         info["load_average_at_start"] = [round(x, 2) for x in load]
         print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) on {os.cpu_count()} cpus"
@@ -744,16 +576,8 @@ def main() -> None:
 
         summary(results, comparisons)
         if args.output_json:
-            payload = {"environment": info, "setup": setup, "models": models, "results": results,
-                       "comparison": comparisons}
-            Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-            print(f"results written to {args.output_json}")
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            common.write_results(args.output_json, {"environment": info, "setup": setup, "models": models,
+                                                    "results": results, "comparison": comparisons})
     if failed:
         raise SystemExit(1)
 

