@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmctl.errors import UserError
+from lmctl.families import FAMILIES, FAMILY_NAMES, SIZES
+from lmctl.tasks import PRETRAINING_TASKS, TASK_NAMES  # plain tuples of names: no heavy imports
 
 
 class _Section(BaseModel):
@@ -23,8 +25,8 @@ class _Section(BaseModel):
 
 
 class FromScratchConfig(_Section):
-    family: Literal["bert", "gpt2", "t5"]
-    size: Literal["tiny", "mini", "small", "base"] = "mini"
+    family: Literal[FAMILY_NAMES]
+    size: Literal[SIZES] = "mini"
     overrides: dict[str, Any] = {}
     """Any `BertConfig` / `GPT2Config` / `T5Config` field, e.g. {num_hidden_layers: 4}."""
 
@@ -164,6 +166,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(32, gt=0)
     """Global batch per optimizer step before accumulation, whatever the process count."""
     eval_batch_size: Optional[int] = Field(None, gt=0)
+    """Evaluation and prediction batch; default: twice batch_size (no gradients to hold)."""
     gradient_accumulation_steps: int = Field(1, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -202,6 +205,10 @@ class TrainingConfig(_Section):
     save_total_limit: Optional[int] = Field(2, gt=0)
     """Keep only the newest N checkpoints."""
 
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or 2 * self.batch_size
+
     @field_validator("eval_strategy", "mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value):
@@ -235,9 +242,13 @@ class Config(_Section):
             raise ValueError(f"model.pooling: only text-classification chooses a pooling, not {self.task}; "
                              "drop model.pooling")
         scratch = self.model.from_scratch
-        if self.model.pooling and scratch and scratch.family != "gpt2":
+        if self.model.pooling and scratch and self.model.pooling not in FAMILIES[scratch.family].poolings:
             raise ValueError(f"model.pooling: a pooling choice is for decoder classifiers (gpt2); "
                              f"{scratch.family} pools its own way: drop model.pooling")
+        if scratch and self.task not in FAMILIES[scratch.family].heads:
+            has = ", ".join(FAMILIES[scratch.family].heads)
+            raise ValueError(f"model.from_scratch.family: family '{scratch.family}' has no model for this task "
+                             f"({self.task}); its tasks are {has}")
         # A corrupted block holds at least one kept token, one sentinel and eos.
         if self.task == "span-corruption" and self.training.max_length < 3:
             raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
@@ -248,14 +259,12 @@ class Config(_Section):
     def _streaming_needs_steps(self) -> "Config":
         if self.data.streaming and not self.training.max_steps:
             raise ValueError("data.streaming: a stream has no length; set training.max_steps")
-        if self.data.streaming and self.task not in ("masked-lm", "causal-lm", "span-corruption"):
+        if self.data.streaming and self.task not in PRETRAINING_TASKS:
             raise ValueError("data.streaming: only the pretraining objectives read streams; set it to false")
         return self
 
     @model_validator(mode="after")
     def _known_task(self) -> "Config":
-        from lmctl.tasks import TASK_NAMES  # a plain tuple of names: no heavy imports
-
         if self.task not in TASK_NAMES:
             hint = _did_you_mean(self.task, TASK_NAMES)
             raise ValueError(f"unknown task '{self.task}'{hint}; known: {', '.join(TASK_NAMES)}")
@@ -367,3 +376,43 @@ def _resolve_paths(cfg: Config, config_dir: Path) -> None:
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# What a resumed run may change: the step budget and how often it checkpoints.
+RESUMABLE_KEYS = ("training.max_steps", "training.num_epochs", "training.save_steps", "training.save_total_limit")
+
+
+def check_same_config(cfg: Config, saved: Path) -> None:
+    """A resumed run must be the same run: keys that differ from the run's saved config (other
+    than RESUMABLE_KEYS) are refused."""
+    if not saved.is_file():
+        raise UserError(f"{saved} not found; output_dir does not hold an lmctl run")
+    before = read_yaml(saved)
+    now = cfg.model_dump(mode="json")
+    diffs = [f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
+             for key, value in values.items()
+             if before.get(section, {}).get(key) != value and f"{section}.{key}" not in RESUMABLE_KEYS]
+    diffs += [k for k, v in now.items() if not isinstance(v, dict) and before.get(k) != v]
+    if diffs:
+        raise UserError(f"the config differs from the run's {saved} at {', '.join(diffs)}; "
+                        "resume with the same config (only the step budget may change)")
+
+
+def config_for_model(model_dir: str, config_path: str | None, overrides: list[str], task: str | None) -> Config:
+    """The config an evaluate/predict run uses: an explicit one, else the run directory's own
+    (a plain model directory gets the defaults, text-classification unless `task` says otherwise)."""
+    run_config = Path(model_dir) / "config.yaml"
+    if config_path:
+        raw = read_yaml(config_path)
+    elif run_config.is_file():
+        raw = read_yaml(run_config)
+    else:
+        raw = {}
+    if task:
+        raw["task"] = task
+    raw.setdefault("task", "text-classification")
+    model = raw.setdefault("model", {})
+    model["name_or_path"] = model_dir
+    model.pop("from_scratch", None)  # a trained run is a checkpoint now
+    apply_overrides(raw, overrides)
+    return validate(raw, config_path or str(run_config))

@@ -106,3 +106,18 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}".rstrip("0").rstrip(".")
     return str(value)
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and notes: lmctl's console reports what matters."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from datasets.utils.logging import disable_progress_bar, set_verbosity_error
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    set_verbosity_error()  # e.g. "couldn't be hashed" notes about our in-memory map functions
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*sequence length is longer than the specified maximum.*")

@@ -76,6 +76,16 @@ def expand(spec: str, key: str) -> list[Path]:
     return [p]
 
 
+def csv_options(fmt: str) -> dict:
+    """pandas' CSV options, shared by the in-memory reader and the streaming one (`datasets`' CSV
+    builder passes them to pandas): only an empty cell is missing, so a review that reads "NA",
+    "null" or "nan" stays text; TSV cells are taken as they are (GLUE's files hold bare quotes)."""
+    options = dict(keep_default_na=False, na_values=[""])
+    if fmt == "tsv":
+        options.update(sep="\t", quoting=csv.QUOTE_NONE)
+    return options
+
+
 def split_documents(text: str, separator: str) -> list[str]:
     """One document per line, or documents separated by blank lines (lines inside joined by newlines)."""
     if separator == "line":
@@ -100,8 +110,7 @@ def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_se
             return pd.DataFrame({(text_columns[0] if text_columns else "text"): docs})
         if fmt in ("csv", "tsv"):
             dtypes = {c: str for c in text_columns}
-            kwargs = dict(sep="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
-            return pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""], dtype=dtypes, **kwargs)
+            return pd.read_csv(io.StringIO(text), dtype=dtypes, **csv_options(fmt))
         if fmt == "jsonl":
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
         return _read_json_records(text, p)
@@ -223,9 +232,7 @@ def stream_table(spec: str, key: str, document_separator: str = "line"):
     for f in files:
         check_file(f, key)
     fmt = file_format(files[0])
-    kwargs = {}
-    if fmt == "tsv":
-        kwargs = dict(sep="\t", quoting=csv.QUOTE_NONE)
+    kwargs = csv_options(fmt) if fmt in ("csv", "tsv") else {}
     if fmt == "txt" and document_separator == "blank_line":
         kwargs = dict(sample_by="paragraph")
     return load_dataset(_BUILDERS[fmt], data_files=files, split="train", streaming=True, **kwargs)
@@ -262,11 +269,11 @@ def subsample(ds, n: int | None, seed: int):
 
 
 def load_hub_dataset(name: str, config: str | None):
-    import os
-
     from datasets import load_dataset
 
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE"):
+    from lmctl.hub import hub_offline
+
+    if hub_offline():
         raise UserError(f"data.dataset_name '{name}': cannot reach the hub (HF_HUB_OFFLINE is set); give data.train_file")
     try:
         return load_dataset(name, config)
@@ -340,3 +347,30 @@ def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
     validation = subsample(validation, d.max_eval_samples, cfg.training.seed)
     fingerprints["rows"] = {"train": len(train), "validation": len(validation)}
     return {"train": train, "validation": validation}, fingerprints
+
+
+def read_stdin(text_columns: tuple[str, ...]):
+    """stdin: JSON lines if the first line is a JSON object, else one text per line (the first text column)."""
+    import json
+    import sys
+
+    from datasets import Dataset
+
+    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
+    if lines[0].lstrip().startswith("{"):
+        try:
+            rows = [json.loads(line) for line in lines]
+        except json.JSONDecodeError as exc:
+            raise UserError(f"stdin: line {exc.doc and lines.index(exc.doc) + 1}: not valid JSON; "
+                            "send one JSON object per line or plain text") from None
+        return Dataset.from_list(rows)
+    return Dataset.from_dict({(text_columns[0] if text_columns else "text"): lines})
+
+
+def source_name(cfg, split: str) -> str:
+    """How messages name a split's data: its file, or where it was carved from."""
+    if split == "train":
+        return cfg.data.train_file or f"{cfg.data.dataset_name}[train]"
+    return cfg.data.validation_file or f"validation split of {cfg.data.train_file or cfg.data.dataset_name}"

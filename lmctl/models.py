@@ -1,44 +1,15 @@
-"""Load models and tokenizers by family; the per-family quirks live in one table.
+"""Load models and tokenizers; what differs by family comes from `lmctl.families`.
 
-Any hub id or local directory works. What differs between BERT, GPT-2 and T5 for our
-purposes is small and listed in `FAMILY_QUIRKS`; everything else is `Auto*`.
+Any hub id or local directory works: loading is `Auto*` with the family's fixes applied.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from lmctl import families
 from lmctl.errors import UserError
-
-
-def _pad_from_eos(model_config, tokenizer) -> None:
-    # GPT-2 ships without a pad token; batches > 1 need one, and eos is the convention.
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-
-def _t5_decoder_start(model_config, tokenizer) -> None:
-    # transformers v5's T5Config has no default decoder_start_token_id; T5 starts from pad.
-    if getattr(model_config, "decoder_start_token_id", None) is None:
-        model_config.decoder_start_token_id = model_config.pad_token_id if model_config.pad_token_id is not None else 0
-
-
-# model_type → fixes applied to (config, tokenizer) before the model is built.
-FAMILY_QUIRKS = {
-    "gpt2": [_pad_from_eos],
-    "gpt_neo": [_pad_from_eos],
-    "gptj": [_pad_from_eos],
-    "llama": [_pad_from_eos],
-    "t5": [_t5_decoder_start],
-    "mt5": [_t5_decoder_start],
-    "bart": [],
-    "bert": [],
-}
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+from lmctl.hub import hub_offline
 
 
 def resolve(name_or_path: str | None, key: str = "model.name_or_path") -> str:
@@ -91,15 +62,22 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, key: str = "
 
 
 def apply_quirks(model_config, tokenizer) -> None:
-    for fix in FAMILY_QUIRKS.get(model_config.model_type, [_pad_from_eos]):
+    for fix in families.for_model_type(model_config.model_type).quirks:
         fix(model_config, tokenizer)
     if getattr(model_config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model_config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool = False,
+def _auto(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool = False,
                key: str = "model.name_or_path", allow_pickle: bool = False, **config_kwargs):
-    """`auto_class.from_pretrained` with the family quirks applied and errors made readable."""
+    """`from_pretrained` of the `Auto*` class named `auto_class`, with the family's fixes applied
+    and errors made readable."""
     from transformers.utils import logging as hf_logging
 
     if trust_remote_code:
@@ -112,7 +90,7 @@ def load_model(auto_class, name_or_path: str, tokenizer, trust_remote_code: bool
     # real mismatches still raise and are reported below.
     hf_logging.set_verbosity_error()
     try:
-        model = auto_class.from_pretrained(
+        model = _auto(auto_class).from_pretrained(
             name_or_path, config=model_config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(name_or_path, allow_pickle, key),
         )
     except RuntimeError as exc:
@@ -159,46 +137,14 @@ def _ckpt_labels(name_or_path: str) -> str:
         return "?"
 
 
-# Size presets for `model.from_scratch`; parameter counts are in the README (they
-# depend on the vocabulary). "base" matches BERT-base / GPT-2 small / T5-base.
-PRESETS = {
-    "bert": {
-        "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
-        "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
-        "small": dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048),
-        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    },
-    "gpt2": {
-        "tiny": dict(n_embd=128, n_layer=2, n_head=2),
-        "mini": dict(n_embd=256, n_layer=4, n_head=4),
-        "small": dict(n_embd=512, n_layer=6, n_head=8),
-        "base": dict(n_embd=768, n_layer=12, n_head=12),
-    },
-    "t5": {
-        "tiny": dict(d_model=128, d_ff=512, d_kv=32, num_layers=2, num_heads=4),
-        "mini": dict(d_model=256, d_ff=1024, d_kv=64, num_layers=4, num_heads=4),
-        "small": dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_heads=8),
-        "base": dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12),
-    },
-}
-
-
 def scratch_config(family: str, size: str, overrides: dict, tokenizer, max_length: int, **task_kwargs):
     """A model config of `family`/`size` sized to `tokenizer`, with user overrides on top."""
-    from transformers import BertConfig, GPT2Config, T5Config
+    import transformers
 
-    values = dict(PRESETS[family][size])
-    if family == "bert":
-        cls = BertConfig
-        values.update(max_position_embeddings=max(512, max_length), pad_token_id=tokenizer.pad_token_id)
-    elif family == "gpt2":
-        cls = GPT2Config
-        values.update(n_positions=max(1024, max_length), bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    else:
-        cls = T5Config
-        values.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id)
+    spec = families.FAMILIES[family]
+    cls = getattr(transformers, spec.config_class)
+    values = dict(spec.presets[size])
+    values.update(spec.scratch_ids(tokenizer, max_length))
     values["vocab_size"] = len(tokenizer)
     values.update(task_kwargs)
     known = set(cls().to_dict()) | set(cls.attribute_map)
@@ -213,7 +159,7 @@ def scratch_config(family: str, size: str, overrides: dict, tokenizer, max_lengt
     return cls(**values)
 
 
-def build_model(auto_class, model_cfg, name_or_path: str | None, tokenizer, max_length: int, **task_kwargs):
+def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer, max_length: int, **task_kwargs):
     """A task's model: from a checkpoint, or randomly initialised from a size preset."""
     scratch = model_cfg.from_scratch
     if scratch is None:
@@ -221,7 +167,7 @@ def build_model(auto_class, model_cfg, name_or_path: str | None, tokenizer, max_
                           allow_pickle=model_cfg.allow_pickle_weights, **task_kwargs)
     config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
     try:
-        return auto_class.from_config(config)
+        return _auto(auto_class).from_config(config)
     except ValueError as exc:
         raise UserError(f"model.from_scratch: family '{scratch.family}' has no model for this task ({exc})") from None
 

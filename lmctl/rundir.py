@@ -126,3 +126,12 @@ class RunLog:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the log lines written after `step` (a resumed run writes them again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))

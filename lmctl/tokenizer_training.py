@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import string
 from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
-T5_NUM_SENTINELS = 100
+from lmctl.families import FAMILIES, T5
+
+T5_NUM_SENTINELS = T5.num_sentinels
 _ASCII = list(string.ascii_letters + string.digits + string.punctuation)
 
 
@@ -131,7 +134,7 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
     # ordered by the piece make the ids repeatable.
     pieces = pieces[:3] + sorted(((p, round(s, 9)) for p, s in pieces[3:]), key=lambda p: (-p[1], p[0]))
     # T5 puts sentinels last, in reverse: <extra_id_0> is the highest id.
-    pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(num_sentinels))]
+    pieces += [(T5.sentinel.format(i), 0.0) for i in reversed(range(num_sentinels))]
     return T5Tokenizer(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length)
 
 
@@ -155,12 +158,47 @@ def _order_character_ladders(pieces: list[tuple[str, float]]) -> list[tuple[str,
     return out
 
 
-TRAINERS = {"bert": train_wordpiece, "gpt2": train_byte_bpe, "t5": train_unigram}
+TRAINERS = {"wordpiece": train_wordpiece, "byte-bpe": train_byte_bpe, "unigram": train_unigram}
 
 
 def train_tokenizer(family: str, texts: Iterable[str], vocab_size: int, min_frequency: int,
                     lowercase: bool = True, model_max_length: int = 512):
+    """The tokenizer `family` trains (see lmctl.families), on the non-blank `texts`."""
     texts = [t for t in texts if t and t.strip()]
-    if family == "bert":
-        return train_wordpiece(texts, vocab_size, min_frequency, lowercase, model_max_length)
-    return TRAINERS[family](texts, vocab_size, min_frequency, model_max_length)
+    trainer = TRAINERS[FAMILIES[family].tokenizer]
+    if trainer is train_wordpiece:  # the only one that folds case: byte-level BPE and Unigram keep it
+        return trainer(texts, vocab_size, min_frequency, lowercase, model_max_length)
+    return trainer(texts, vocab_size, min_frequency, model_max_length)
+
+
+def tokenizer_for_run(cfg, texts: Iterable[str], name: str | None, console, accelerator, resumed_run: Path | None):
+    """A training run's tokenizer: the configured one, the checkpoint's, or one trained on `texts`
+    (a from-scratch model without model.tokenizer)."""
+    from lmctl import models
+
+    if cfg.model.tokenizer or name:
+        return models.load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code,
+                                     key="model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
+    # Training a tokenizer twice need not give the same ids (WordPiece breaks rare ties differently
+    # from one process to the next), and the weights are indexed by the first one's ids: a resumed
+    # run reads the run's own tokenizer back, and in a multi-process run only rank 0 trains it.
+    if resumed_run is not None and (resumed_run / "tokenizer_config.json").is_file():
+        console.log(f"tokenizer: the run's own, from {resumed_run}")
+        return models.load_tokenizer(str(resumed_run), False, key="output_dir")
+    tokenizer = None
+    if accelerator.is_main_process:
+        import itertools
+        import time
+
+        spec, family = cfg.model.train_tokenizer, cfg.model.from_scratch.family
+        start = time.perf_counter()
+        texts = list(itertools.islice(texts, spec.max_texts))
+        tokenizer = train_tokenizer(family, texts, spec.vocab_size, spec.min_frequency, spec.lowercase,
+                                    model_max_length=cfg.training.max_length)
+        console.log(f"tokenizer: trained {type(tokenizer).__name__} on {len(texts)} texts, vocab {len(tokenizer)} "
+                    f"({time.perf_counter() - start:.1f}s)")
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        tokenizer = broadcast_object_list([tokenizer])[0]
+    return tokenizer

@@ -40,12 +40,13 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate MODEL on labelled data: a metrics table, optional JSON, optional gates."""
+    from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
     from lmctl.rundir import write_json
 
     gates = parse_gates(fail_under or [])
-    cfg = run.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task)
     console = Console()
     result = run.evaluate(cfg, model, data, batch_size, console, gates=gates)
     metrics = result["metrics"]

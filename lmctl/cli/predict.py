@@ -25,11 +25,12 @@ def predict(
         "--mode", help="classify | generate | score | fill-mask (default: the task's first).")] = None,
 ) -> None:
     """Predict with MODEL for every row of INPUT; one JSON object per line, in input order."""
+    from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
     from lmctl.rundir import atomic_write_text
 
-    cfg = run.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task)
     records = run.predict(cfg, model, input, batch_size, Console(), mode)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:

@@ -84,21 +84,21 @@ def find_resume_checkpoint(output_dir: Path, requested: str | None, console) -> 
     if requested:
         path = Path(requested)
         if not path.is_dir():
-            raise UserError(f"--resume-from {path}: no such checkpoint folder; see {checkpoints_dir(output_dir)}")
+            raise UserError(f"{path}: no such checkpoint folder; see {checkpoints_dir(output_dir)}")
         problem = verify(path)
         if problem:
-            raise UserError(f"--resume-from {path}: damaged checkpoint ({problem}); pick an older one")
+            raise UserError(f"{path}: damaged checkpoint ({problem}); pick an older one")
         return path
     candidates = list_checkpoints(output_dir)
     if not candidates:
-        raise UserError(f"--resume: no checkpoint in {checkpoints_dir(output_dir)}; "
-                        "set training.save_steps to write checkpoints, or run without --resume")
+        raise UserError(f"no checkpoint in {checkpoints_dir(output_dir)}; set training.save_steps to write "
+                        "checkpoints, or start the run afresh")
     for path in reversed(candidates):
         problem = verify(path)
         if problem is None:
             return path
         console.warn(f"checkpoint {path.name} is damaged ({problem}); falling back to the previous one")
-    raise UserError(f"--resume: every checkpoint in {checkpoints_dir(output_dir)} is damaged; start again without --resume")
+    raise UserError(f"every checkpoint in {checkpoints_dir(output_dir)} is damaged; start the run afresh")
 
 
 def load_trainer_state(path: Path) -> dict:

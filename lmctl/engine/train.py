@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import shutil
 import signal
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from lmctl import families
 from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
 from lmctl.errors import UserError
@@ -45,25 +45,12 @@ def check_batch_size(accelerator, training) -> None:
             )
 
 
-_LAYER_INDEX = re.compile(r"\.(?:h|layer|layers|block)\.(\d+)\.")
-
-
-def _layer_depths(names: list[str]) -> tuple[dict[str, int], int]:
-    """Depth of each parameter: 0 embeddings, i+1 for transformer layer i, the top for the rest.
-
-    "The rest" is the final norm and the task head. Encoder-decoder stacks (T5's encoder.block.i
-    and decoder.block.i) share depths, so layer i of each gets the same rate.
-    """
-    index = {name: int(m.group(1)) for name in names if (m := _LAYER_INDEX.search(name))}
-    top = max(index.values(), default=-1) + 2
-    return {name: index[name] + 1 if name in index
-            else 0 if any(word in name for word in ("embed", "wte", "wpe", "shared")) else top
-            for name in names}, top
-
-
 def _optimizer(model, training, device_type: str):
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    depths, top = _layer_depths([name for name, _ in named])
+    # Depth 0 is the embeddings, i + 1 transformer layer i (T5's encoder and decoder layer i alike),
+    # the top the final norms and the task head: the family table knows where each lives.
+    family = families.for_model_type(getattr(model.config, "model_type", None))
+    depths, top = family.layer_depths([name for name, _ in named])
     groups: dict[tuple[float, bool], dict] = {}  # one group per (rate, decayed): two when the decay is 1
     for name, param in named:
         # No weight decay on biases and LayerNorm weights, as in BERT and run_glue.
@@ -222,12 +209,11 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, c
                     f"batch {st.batches_in_epoch})")
     best_metric = t.metric_for_best or task.main_metric
     greater = _greater_is_better(t, task)
-    eval_bs = t.eval_batch_size or 2 * t.batch_size
 
     def evaluate(epoch: float) -> bool:
         """Evaluate, keep the model if it is the best so far; True means stop early."""
         step = st.completed_steps
-        outputs = run_inference(accelerator, model, task, eval_enc, eval_bs)
+        outputs = run_inference(accelerator, model, task, eval_enc, t.eval_batch)
         metrics = {k: float(v) for k, v in task.compute_metrics(outputs, eval_enc).items()}
         improved = st.update_best(best_metric, greater, metrics, step)
         st.last_eval_step, st.last_metrics = step, metrics

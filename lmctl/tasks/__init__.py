@@ -20,6 +20,8 @@ TASKS: dict[str, str] = {
 }
 
 TASK_NAMES = tuple(TASKS)
+# The objectives `lmctl pretrain` runs (and the only tasks that read a corpus as a stream).
+PRETRAINING_TASKS = ("masked-lm", "causal-lm", "span-corruption")
 
 
 def get_task_class(name: str):

@@ -13,49 +13,87 @@ from lmctl.errors import UserError
 
 
 class Task(Protocol):
+    """Every hook the engine and run.py call, with its default where one makes sense.
+
+    Tasks subclass this Protocol explicitly to inherit the defaults (PEP 544); everything
+    they share beyond that is composition (lm_common's helpers), not a base class.
+    """
+
     name: str
+    """The registry key (`task:` in a config)."""
+    auto_class: str
+    """The transformers `Auto*` class whose head the task trains (its family's class: lmctl.families)."""
     main_metric: str
+    """The metric that picks the kept model unless training.metric_for_best says otherwise."""
     greater_is_better: bool
     metric_names: tuple[str, ...]
     """The keys `compute_metrics` reports (checked against gates and metric_for_best up front)."""
     predict_modes: tuple[str, ...]
-    """What `lmctl predict --mode` accepts; the first is the default."""
+    """What `predict` can do with this task; the first is the default."""
     mode: str
+    """The current predict mode, or what the task does when it is not predicting."""
 
     def __init__(self, cfg, console) -> None: ...
 
     def columns(self, with_labels: bool) -> dict[str, str | None]:
         """Config key → column name the task reads (None: not used)."""
+        ...
 
     def texts(self, ds) -> Iterable[str]:
         """The raw text a tokenizer trained for this task should see."""
+        ...
 
     def fit(self, train) -> None:
         """Learn what the training data defines (e.g. the label set) before the model is built."""
 
     def build_model(self, name_or_path: str | None, tokenizer):
         """The model to train: the task's head on a checkpoint, or from scratch (cfg.model.from_scratch)."""
+        ...
 
-    def load_model(self, path: str, tokenizer):
-        """A trained model for evaluate/predict; restores task state saved in its config."""
+    def load_model(self, path: str, tokenizer, source: str):
+        """A trained model for evaluate/predict; restores task state saved in its config. `source`
+        names where the path came from in error messages."""
+        ...
 
     def encode(self, ds, tokenizer, split: str, source: str):
         """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'."""
+        ...
 
     def collate(self, features: list[dict]) -> dict:
         """Training batches: pad (and, for pretraining objectives, corrupt) encoded examples."""
+        ...
 
     def eval_collate(self, features: list[dict]) -> dict:
         """Evaluation/prediction batches; any randomness is seeded so scores are repeatable."""
+        return self.collate(features)
 
     def eval_step(self, model, batch) -> dict[str, Any]:
         """Per-example tensors (first dim = batch) that metrics or predictions need."""
+        ...
 
     def compute_metrics(self, outputs: dict[str, Any], encoded) -> dict[str, float]:
         """Gathered, input-ordered outputs of `eval_step` → metrics (plain floats)."""
+        ...
 
     def predict_records(self, outputs: dict[str, Any], encoded) -> list[dict]:
         """Gathered outputs → one JSON-able record per input row, in input order."""
+        ...
+
+    def set_mode(self, mode: str) -> None:
+        """Choose one of `predict_modes` before `encode` (the caller checks that it is one)."""
+        self.mode = mode
+
+    def count_examples(self, encoded) -> int:
+        """Input rows behind `encoded` (a task that splits a row into several features counts rows)."""
+        return len(encoded)
+
+    def confusion(self, outputs: dict[str, Any]):
+        """(label names, matrix with true labels as rows) for classification; None where it means nothing."""
+        return None
+
+    def arrange_predictions(self, rows: list[dict]) -> list[dict]:
+        """Predict's output order, from input-ordered records with their inputs echoed (default: as is)."""
+        return rows
 
 
 def count_truncated(ds, max_length: int) -> int:

@@ -18,18 +18,14 @@ perplexity), the language model as a probability of text.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from lmctl.errors import UserError
 from lmctl.tasks.base import check_column_values_are_text, report_truncation
 from lmctl.tasks.lm_common import (
     GENERATION_METRICS, PERPLEXITY_METRICS, LanguageModelTask, decode_generated, encode_prompts, generate,
-    generation_metrics, pad_batch, perplexity_metrics, token_nll,
+    generation_metrics, pad_batch, perplexity, perplexity_metrics, token_nll,
 )
-
-__all__ = ["CausalLMTask", "decode_generated"]  # decode_generated: imported from here by span_corruption
 
 
 class CausalLMTask(LanguageModelTask):
@@ -192,6 +188,6 @@ class CausalLMTask(LanguageModelTask):
         records = []
         for nll, n in zip(np.asarray(outputs["nll"], dtype=float), np.asarray(outputs["tokens"], dtype=float)):
             records.append({"log_prob": round(-nll, 4), "num_tokens": int(n),
-                            "perplexity": round(math.exp(min(nll / max(n, 1), 50.0)), 4)})
+                            "perplexity": round(perplexity(nll, n), 4)})
         return records
 

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import check_column_values_are_text, count_truncated, reject, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, reject, report_truncation
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     name = "text-classification"
+    auto_class = "AutoModelForSequenceClassification"
 
     def __init__(self, cfg, console):
         self.cfg = cfg
@@ -115,20 +116,16 @@ class ClassificationTask:
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
-        from transformers import AutoModelForSequenceClassification
-
         from lmctl.models import apply_pooling, build_model
 
-        return apply_pooling(build_model(AutoModelForSequenceClassification, self.cfg.model, name_or_path, tokenizer,
+        return apply_pooling(build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer,
                                          self.max_length, **self._model_kwargs()))
 
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForSequenceClassification
-
+    def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import apply_pooling, load_model
 
-        model = apply_pooling(load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model",
-                                         allow_pickle=self.cfg.model.allow_pickle_weights), key="--model")
+        model = apply_pooling(load_model(self.auto_class, path, tokenizer, key=source,
+                                         allow_pickle=self.cfg.model.allow_pickle_weights), key=source)
         cfg = model.config
         self.regression = cfg.problem_type == "regression" or cfg.num_labels == 1
         if not self.regression:
@@ -188,7 +185,6 @@ class ClassificationTask:
     def collate(self, features: list[dict]) -> dict:
         return self._collator(features)
 
-    eval_collate = collate
     predict_modes = ("classify",)
     mode = "classify"
 

@@ -1,7 +1,7 @@
 """What the language-modelling tasks share: corpus columns, packing, token NLL, perplexity.
 
-Tasks hold these helpers rather than inherit them (see STYLE.md): each objective file
-reads as the whole story of that objective.
+Tasks hold these helpers rather than inherit them: each objective file reads as the
+whole story of that objective.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import check_column_values_are_text, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, report_truncation
 
 
 class TextCorpus:
@@ -129,7 +129,7 @@ def token_nll(logits, labels, shift: bool):
 PERPLEXITY_METRICS = ("loss", "perplexity", "tokens")
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
     """What the three objectives share word for word: corpus columns, no labels to fit, and
     building/loading the model through the objective's `Auto*` class. Each subclass names
     that class and writes its own encode / collate / eval_step / predict_records."""
@@ -153,34 +153,38 @@ class LanguageModelTask:
     def texts(self, ds):
         return self.corpus.texts(ds)
 
-    def fit(self, train) -> None:
-        pass
-
-    def _auto(self):
-        import transformers
-
-        return getattr(transformers, self.auto_class)
+    def eval_collate(self, features: list[dict]) -> dict:
+        """Predicting: the prompts, padded. Evaluating: the training collator with its noise (masks,
+        spans) seeded by the batch's content, so the same model scores the same on the same file."""
+        if self.mode != "eval":
+            return pad_batch(features, self.tokenizer.pad_token_id)
+        with seeded(features, self.cfg.training.seed):
+            return self.collate(features)
 
     def build_model(self, name_or_path, tokenizer):
         from lmctl.models import build_model
 
-        return build_model(self._auto(), self.cfg.model, name_or_path, tokenizer, self.max_length)
+        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length)
 
-    def load_model(self, path: str, tokenizer):
+    def load_model(self, path: str, tokenizer, source: str):
         from transformers import set_seed
 
         from lmctl.models import load_model
 
         set_seed(self.cfg.generation.seed)  # sampling in `predict` is repeatable
-        return load_model(self._auto(), path, tokenizer, key="--model",
+        return load_model(self.auto_class, path, tokenizer, key=source,
                           allow_pickle=self.cfg.model.allow_pickle_weights)
+
+
+def perplexity(nll: float, tokens: float) -> float:
+    """exp(mean token NLL); an empty text counts as one token and exp is capped at e^50 (no overflow)."""
+    return math.exp(min(nll / max(tokens, 1.0), 50.0))
 
 
 def perplexity_metrics(outputs: dict) -> dict[str, float]:
     nll = float(np.sum(outputs["nll"]))
     count = float(np.sum(outputs["tokens"]))
-    loss = nll / max(count, 1.0)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
+    return {"loss": nll / max(count, 1.0), "perplexity": perplexity(nll, count), "tokens": count}
 
 
 def generation_kwargs(cfg, tokenizer) -> dict:

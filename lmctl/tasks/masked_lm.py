@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmctl.tasks.lm_common import (
-    LanguageModelTask, encode_prompts, pad_batch, perplexity_metrics, seeded, token_nll,
+    LanguageModelTask, encode_prompts, perplexity_metrics, token_nll,
 )
 
 
@@ -49,12 +49,6 @@ class MaskedLMTask(LanguageModelTask):
 
     def collate(self, features: list[dict]) -> dict:
         return self._collator(features)
-
-    def eval_collate(self, features: list[dict]) -> dict:
-        if self.mode == "fill-mask":
-            return pad_batch(features, self.tokenizer.pad_token_id)
-        with seeded(features, self.cfg.training.seed):
-            return self._collator(features)
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

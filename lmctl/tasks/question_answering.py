@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import check_column_values_are_text
+from lmctl.tasks.base import Task, check_column_values_are_text
 
 # What the model's forward takes; the bookkeeping columns stay behind in the encoded rows.
 _MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
@@ -82,8 +82,9 @@ def extract_answers(contexts: list[str], feature_example, offsets, start_logits,
     return results
 
 
-class QuestionAnsweringTask:
+class QuestionAnsweringTask(Task):
     name = "question-answering"
+    auto_class = "AutoModelForQuestionAnswering"
     main_metric = "f1"
     greater_is_better = True
     metric_names = ("exact_match", "f1")
@@ -111,23 +112,16 @@ class QuestionAnsweringTask:
         yield from ds[self.question_column]
         yield from dict.fromkeys(ds[self.context_column])
 
-    def fit(self, train) -> None:
-        pass  # nothing to learn from the data before the model exists: the head is always 2 logits/token
-
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
-        from transformers import AutoModelForQuestionAnswering
-
         from lmctl.models import build_model
 
-        return build_model(AutoModelForQuestionAnswering, self.cfg.model, name_or_path, tokenizer, self.max_length)
+        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length)
 
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForQuestionAnswering
-
+    def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
 
-        return load_model(AutoModelForQuestionAnswering, path, tokenizer, key="--model",
+        return load_model(self.auto_class, path, tokenizer, key=source,
                           allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
@@ -261,7 +255,6 @@ class QuestionAnsweringTask:
         return self._tokenizer.pad([{k: f[k] for k in _MODEL_KEYS if k in f} for f in features],
                                    padding=True, padding_side="right", return_tensors="pt")
 
-    eval_collate = collate
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

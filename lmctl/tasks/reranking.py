@@ -19,13 +19,14 @@ import math
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import check_column_values_are_text, count_truncated, reject, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, reject, report_truncation
 
 _HINT = "reranking labels are relevance grades: 0 for not relevant, 1 (or a higher grade) for relevant"
 
 
-class RerankingTask:
+class RerankingTask(Task):
     name = "reranking"
+    auto_class = "AutoModelForSequenceClassification"  # one output: the pair's relevance logit
     greater_is_better = True
     predict_modes = ("rank",)
     mode = "rank"
@@ -95,25 +96,21 @@ class RerankingTask:
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
-        from transformers import AutoModelForSequenceClassification
-
         from lmctl.models import build_model
 
-        model = build_model(AutoModelForSequenceClassification, self.cfg.model, name_or_path, tokenizer,
+        model = build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer,
                             self.max_length, **self._model_kwargs())
         # Set on the built config: from_pretrained drops config kwargs that the checkpoint's config lacks.
         model.config.ranking_max_grade = self.max_grade
         return model
 
-    def load_model(self, path: str, tokenizer):
-        from transformers import AutoModelForSequenceClassification
-
+    def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
 
-        model = load_model(AutoModelForSequenceClassification, path, tokenizer, key="--model",
+        model = load_model(self.auto_class, path, tokenizer, key=source,
                            allow_pickle=self.cfg.model.allow_pickle_weights)
         if model.config.num_labels != 1:
-            raise UserError(f"--model: {path} has {model.config.num_labels} outputs; a reranker gives one relevance "
+            raise UserError(f"{source}: {path} has {model.config.num_labels} outputs; a reranker gives one relevance "
                             "score per pair (train it with task: reranking)")
         # A cross-encoder trained elsewhere has no recorded grade: the evaluation file's top grade
         # (or 1 for binary labels) scales its labels for the loss.
@@ -191,7 +188,6 @@ class RerankingTask:
             batch["labels"] = batch["labels"].float().view(-1, 1)
         return batch
 
-    eval_collate = collate
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

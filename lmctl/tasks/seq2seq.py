@@ -98,10 +98,8 @@ class Seq2SeqTask(LanguageModelTask):
         if "labels" in features[0]:
             # Labels have their own width; -100 on padding. The model builds decoder inputs from them.
             labels = pad_batch([{"input_ids": f["labels"]} for f in features], -100)["input_ids"]
-            batch["labels"] = labels.contiguous()  # T5 requires contiguous labels (STACK-NOTES)
+            batch["labels"] = labels.contiguous()  # T5's loss in transformers v5 refuses strided labels
         return batch
-
-    eval_collate = collate
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

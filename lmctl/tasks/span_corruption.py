@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from lmctl.errors import UserError
+from lmctl.families import T5
 from lmctl.tasks.lm_common import (
-    LanguageModelTask, decode_generated, encode_prompts, generated_tokens, generation_kwargs, pad_batch,
-    perplexity_metrics, seeded, token_nll,
+    LanguageModelTask, decode_generated, encode_prompts, generate, generated_tokens, pad_batch,
+    perplexity_metrics, token_nll,
 )
 
 
@@ -95,7 +96,7 @@ class SpanCorruptionTask(LanguageModelTask):
         self.tokenizer = tokenizer
         ids = []
         for k in range(1000):
-            token_id = tokenizer.convert_tokens_to_ids(f"<extra_id_{k}>")
+            token_id = tokenizer.convert_tokens_to_ids(T5.sentinel.format(k))
             if token_id is None or token_id == tokenizer.unk_token_id:
                 break
             ids.append(token_id)
@@ -132,19 +133,13 @@ class SpanCorruptionTask(LanguageModelTask):
             rows.append({"input_ids": inputs, "labels": labels})
         batch = pad_batch([{"input_ids": r["input_ids"]} for r in rows], self.tokenizer.pad_token_id)
         labels = pad_batch([{"input_ids": r["labels"]} for r in rows], -100)["input_ids"]
-        batch["labels"] = labels.contiguous()  # T5 requires contiguous labels (STACK-NOTES)
+        batch["labels"] = labels.contiguous()  # T5's loss in transformers v5 refuses strided labels
         return batch
-
-    def eval_collate(self, features: list[dict]) -> dict:
-        if self.mode == "generate":
-            return pad_batch(features, self.tokenizer.pad_token_id)
-        with seeded(features, self.cfg.training.seed):
-            return self.collate(features)
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:
         if self.mode == "generate":
-            return {"generated": model.generate(**batch, **generation_kwargs(self.cfg, self.tokenizer))}
+            return {"generated": generate(model, batch["input_ids"], batch["attention_mask"], self.cfg, self.tokenizer)}
         labels = batch.pop("labels")
         logits = model(**batch, labels=labels).logits
         nll, tokens = token_nll(logits, labels, shift=False)
@@ -158,7 +153,7 @@ class SpanCorruptionTask(LanguageModelTask):
         for i, ids in enumerate(outputs["generated"]):
             spans = self.spans(generated_tokens(self.tokenizer, ids))
             record = {"generated": decode_generated(self.tokenizer, ids),
-                      "spans": {f"<extra_id_{k}>": self.tokenizer.decode(v).strip() for k, v in spans.items()}}
+                      "spans": {T5.sentinel.format(k): self.tokenizer.decode(v).strip() for k, v in spans.items()}}
             if encoded is not None:
                 record["filled"] = self.fill(encoded[i]["input_ids"], spans)
             records.append(record)

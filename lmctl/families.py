@@ -1,0 +1,165 @@
+"""What lmctl knows about each model family, in one table.
+
+Every module that must treat BERT, GPT-2 and T5 differently asks this table: models.py
+(size presets, config values a from-scratch model takes from its tokenizer, pad/eos
+fixes), tokenizer_training.py (which tokenizer a family trains), config.py (which
+poolings and task heads a family has, checked before anything loads), the engine
+(where the transformer layers and embeddings are, for layer-wise learning rates) and
+span corruption (T5's sentinel tokens). A fourth family is one more `Family` entry.
+
+Checkpoints of other architectures still load through `Auto*` classes; they get
+`GENERIC`, which finds layers by the usual module names and assumes nothing else.
+This module imports nothing heavy: config validation reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+def pad_from_eos(model_config, tokenizer) -> None:
+    """GPT-2 ships without a pad token; batches > 1 need one, and eos is the convention."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def decoder_start_from_pad(model_config, tokenizer) -> None:
+    """transformers v5's T5Config has no default decoder_start_token_id; T5 starts from pad."""
+    if getattr(model_config, "decoder_start_token_id", None) is None:
+        model_config.decoder_start_token_id = model_config.pad_token_id if model_config.pad_token_id is not None else 0
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    """`config.model_type` values of checkpoints that belong to the family."""
+    config_class: str
+    """The transformers config class a from-scratch model is built from."""
+    presets: dict[str, dict]
+    """`model.from_scratch.size` → config fields."""
+    scratch_ids: Callable[[object, int], dict]
+    """(tokenizer, max_length) → config fields a from-scratch model takes from its tokenizer."""
+    tokenizer: str
+    """The tokenizer trained for a from-scratch model: wordpiece, byte-bpe or unigram."""
+    quirks: tuple[Callable, ...]
+    """Fixes applied to (model config, tokenizer) before a model is built or loaded."""
+    heads: dict[str, str]
+    """Task → the transformers class that task gets for this family (a task not listed has no head)."""
+    layer_stacks: tuple[str, ...]
+    """Module paths of the transformer-layer lists (two for encoder-decoders: their depths are shared)."""
+    embeddings: tuple[str, ...]
+    """Words that mark the input embeddings' parameter names."""
+    attention_projections: tuple[str, ...]
+    """Names of the attention's linear projections (the modules an adapter targets)."""
+    poolings: tuple[str, ...] = ()
+    """`model.pooling` values a classifier of this family accepts (none: it pools its own way)."""
+    sentinel: str | None = None
+    """Format of the span-corruption sentinels, with `{}` for the span index."""
+    num_sentinels: int = 0
+    _layer_index: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        stacks = "|".join(re.escape(s) for s in self.layer_stacks)
+        object.__setattr__(self, "_layer_index", re.compile(rf"(?:^|\.)(?:{stacks})\.(\d+)\."))
+
+    def layer_depths(self, names: list[str]) -> tuple[dict[str, int], int]:
+        """Depth of each parameter name: 0 for the embeddings, i + 1 for transformer layer i and the
+        top (one above the last layer) for the rest: final norms, pooler and task head."""
+        index = {name: int(m.group(1)) for name in names if (m := self._layer_index.search(name))}
+        top = max(index.values(), default=-1) + 2
+        return {name: index[name] + 1 if name in index
+                else 0 if self.is_embedding(name) else top
+                for name in names}, top
+
+    def is_embedding(self, name: str) -> bool:
+        return any(word in name for word in self.embeddings)
+
+
+def _bert_ids(tokenizer, max_length: int) -> dict:
+    return dict(max_position_embeddings=max(512, max_length), pad_token_id=tokenizer.pad_token_id)
+
+
+def _gpt2_ids(tokenizer, max_length: int) -> dict:
+    return dict(n_positions=max(1024, max_length), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def _t5_ids(tokenizer, max_length: int) -> dict:
+    # T5's positions are relative: no length field to size.
+    return dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                decoder_start_token_id=tokenizer.pad_token_id)
+
+
+# Sizes: "base" matches BERT-base / GPT-2 small / T5-base; parameter counts depend on the vocabulary.
+BERT = Family(
+    name="bert", model_types=("bert",), config_class="BertConfig",
+    presets={
+        "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+        "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+        "small": dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048),
+        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    },
+    scratch_ids=_bert_ids, tokenizer="wordpiece", quirks=(),
+    heads={"text-classification": "BertForSequenceClassification", "reranking": "BertForSequenceClassification",
+           "question-answering": "BertForQuestionAnswering", "masked-lm": "BertForMaskedLM",
+           "causal-lm": "BertLMHeadModel"},
+    layer_stacks=("encoder.layer",), embeddings=("embeddings",),
+    attention_projections=("query", "key", "value"),
+)
+
+GPT2 = Family(
+    name="gpt2", model_types=("gpt2",), config_class="GPT2Config",
+    presets={
+        "tiny": dict(n_embd=128, n_layer=2, n_head=2),
+        "mini": dict(n_embd=256, n_layer=4, n_head=4),
+        "small": dict(n_embd=512, n_layer=6, n_head=8),
+        "base": dict(n_embd=768, n_layer=12, n_head=12),
+    },
+    scratch_ids=_gpt2_ids, tokenizer="byte-bpe", quirks=(pad_from_eos,),
+    heads={"text-classification": "GPT2ForSequenceClassification", "reranking": "GPT2ForSequenceClassification",
+           "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel"},
+    layer_stacks=("h",), embeddings=("wte", "wpe"),
+    attention_projections=("c_attn",),  # query, key and value in one fused Conv1D
+    poolings=("last", "mean"),
+)
+
+T5 = Family(
+    name="t5", model_types=("t5", "mt5"), config_class="T5Config",
+    presets={
+        "tiny": dict(d_model=128, d_ff=512, d_kv=32, num_layers=2, num_heads=4),
+        "mini": dict(d_model=256, d_ff=1024, d_kv=64, num_layers=4, num_heads=4),
+        "small": dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_heads=8),
+        "base": dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12),
+    },
+    scratch_ids=_t5_ids, tokenizer="unigram", quirks=(decoder_start_from_pad,),
+    heads={"text-classification": "T5ForSequenceClassification", "reranking": "T5ForSequenceClassification",
+           "question-answering": "T5ForQuestionAnswering", "seq2seq": "T5ForConditionalGeneration",
+           "span-corruption": "T5ForConditionalGeneration"},
+    layer_stacks=("encoder.block", "decoder.block"), embeddings=("shared", "embed_tokens"),
+    attention_projections=("q", "k", "v", "o"),
+    sentinel="<extra_id_{}>", num_sentinels=100,
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, GPT2, T5)}
+FAMILY_NAMES = tuple(FAMILIES)
+SIZES = tuple(BERT.presets)
+
+# Any other checkpoint (RoBERTa, Llama, ...): layers under the usual list names, embeddings by
+# name, and a pad token from eos when the tokenizer has none. It cannot be built from scratch.
+GENERIC = Family(
+    name="generic", model_types=(), config_class="", presets={}, scratch_ids=lambda tokenizer, n: {},
+    tokenizer="", quirks=(pad_from_eos,), heads={},
+    layer_stacks=("h", "layer", "layers", "block"), embeddings=("embed", "wte", "wpe", "shared"),
+    attention_projections=(),
+)
+
+
+def for_model_type(model_type: str | None) -> Family:
+    """The family a checkpoint belongs to, by its config's `model_type`; GENERIC when none."""
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family
+    return GENERIC
