@@ -12,23 +12,22 @@ covered by test_pretrain.py and test_lm_predict.py, unchanged.
 from __future__ import annotations
 
 import json
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO, Recorder, explain
+from helpers import cli as _cli
 from lmctl import config as config_lib
 from lmctl.errors import UserError
-from test_pretrain import _explain, cli
-from test_seq2seq import Recorder
-
-sys.path.insert(0, str(REPO / "scripts"))
-from make_sort_data import make_rows  # noqa: E402
+from scripts.data.make_sort_data import make_rows
 
 CONFIG = REPO / "configs" / "finetune" / "gpt2-prompt-completion.yaml"
 DATA = REPO / "configs" / "finetune" / "data"
 PAIR = {"prompt": "sort: pig, ant =", "completion": " ant, pig"}
+
+cli = partial(_cli, code=None)  # each test asserts, and explains, the exit code itself
 
 
 def make_task(console=None, pairs: bool = True, **training):
@@ -128,13 +127,13 @@ def test_truncation_is_reported(tokenizer):
 
 
 def test_columns_and_metrics_follow_the_data_kind():
-    from lmctl.tasks.lm_common import GENERATION_METRICS, PERPLEXITY_METRICS
-
+    perplexity = ("loss", "perplexity", "tokens")
+    generation = {"rouge1", "rouge2", "rougeL", "bleu", "exact_match", "gen_len"}
     pairs, plain = make_task(), make_task(pairs=False)
     assert pairs.columns(with_labels=True) == {"data.prompt_column": "prompt", "data.completion_column": "completion"}
     assert pairs.columns(with_labels=False) == {"data.prompt_column": "prompt", "data.completion_column": None}
-    assert set(pairs.metric_names) == set(PERPLEXITY_METRICS) | set(GENERATION_METRICS)
-    assert plain.columns(with_labels=True) == {"data.text_column": "text"} and plain.metric_names == PERPLEXITY_METRICS
+    assert set(pairs.metric_names) == set(perplexity) | generation
+    assert plain.columns(with_labels=True) == {"data.text_column": "text"} and tuple(plain.metric_names) == perplexity
     assert pairs.main_metric == plain.main_metric == "loss"
 
 
@@ -159,7 +158,7 @@ def test_prompt_without_completion_column_is_refused():
 def sort_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("causal") / "gpt2-sort"
     result = cli("finetune", CONFIG, "--set", f"output_dir={out}")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     return out
 
 
@@ -180,7 +179,7 @@ def test_predict_and_evaluate_reproduce_the_reported_metrics(sort_run, tmp_path)
     dev = [json.loads(line) for line in (DATA / "sort_dev.jsonl").read_text().splitlines()]
     out = tmp_path / "pred.jsonl"
     result = cli("predict", "--model", sort_run, "--input", DATA / "sort_dev.jsonl", "--output", out)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in records] == [d["prompt"] for d in dev]  # input order, prompt echoed
     hits = sum(r["generated"].split() == d["completion"].split() for r, d in zip(records, dev))
@@ -188,7 +187,7 @@ def test_predict_and_evaluate_reproduce_the_reported_metrics(sort_run, tmp_path)
 
     report = tmp_path / "eval.json"
     result = cli("evaluate", "--model", sort_run, "--data", DATA / "sort_dev.jsonl", "--output", report)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     scored = json.loads(report.read_text())["metrics"]
     for name in ("exact_match", "rouge1", "rougeL", "bleu", "gen_len", "tokens"):
         assert scored[name] == pytest.approx(metrics[f"eval_{name}"]), name
@@ -200,10 +199,10 @@ def test_predict_a_prompt_file_and_score_mode(sort_run, tmp_path):
     prompts.write_text("sort: pig, cat, eel, ant =\nsort: owl, bee, dog =\n")
     out = tmp_path / "gen.jsonl"
     result = cli("predict", "--model", sort_run, "--input", prompts, "--output", out)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["generated"] for r in records] == [" ant, cat, eel, pig", " bee, dog, owl"]
     result = cli("predict", "--model", sort_run, "--input", prompts, "--output", out, "--mode", "score")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     scores = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["log_prob"] < 0 and r["num_tokens"] > 5 for r in scores)

@@ -13,7 +13,6 @@ vocabulary (tests/tiny_models.py) whose label depends on one adjective, so a
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -26,10 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import cli
+from helpers import BATCH, EPOCHS, NEGATIVE, POSITIVE, cli, sentence, sentiment_rows, write_config, write_rows
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest.py
 
 FAMILIES = ["bert", "gpt2", "t5"]
-TRAIN_ROWS, DEV_ROWS, BATCH, EPOCHS = 120, 40, 8, 8
+TRAIN_ROWS, DEV_ROWS = 120, 40
 # The tiny T5 learns slowest: over six random inits it reached 0.875-1.0 dev accuracy in 8 epochs,
 # 1.0 every time in 12.
 FAMILY_EPOCHS = {"bert": EPOCHS, "gpt2": EPOCHS, "t5": 12}
@@ -40,32 +41,7 @@ HEAD_CLASSES = {
     "t5": "T5ForSequenceClassification",
 }
 
-# Words the tiny tokenizers were trained on (tests/tiny_models.py), so they are whole tokens.
-SUBJECTS = ["the cat", "a dog", "my neighbour", "the old farmer", "our teacher", "the chef", "my sister",
-            "the band", "a stranger", "the engineer"]
-PLACES = ["in the park", "at the station", "near the river", "in the city", "on the farm", "at school",
-          "by the sea", "in the kitchen"]
-TAILS = ["", " yesterday", " after dinner", " in the morning", " again today"]
-POSITIVE = ["great", "happy", "brilliant", "warm", "gentle"]
-NEGATIVE = ["terrible", "boring", "cold", "noisy", "lazy"]
-NEUTRAL = ["quiet", "slow", "strange", "bright", "careful"]
-
-
-def sentence(rng: random.Random, adjective: str) -> str:
-    s = f"{rng.choice(SUBJECTS)} was {adjective} {rng.choice(PLACES)}{rng.choice(TAILS)}."
-    return s[0].upper() + s[1:]
-
-
-def sentiment_rows(n: int, seed: int) -> list[dict]:
-    """Balanced rows; the label is decided by the adjective alone."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "positive" if i % 2 == 0 else "negative"
-        rows.append({"sentence": sentence(rng, rng.choice(POSITIVE if label == "positive" else NEGATIVE)),
-                     "label": label})
-    rng.shuffle(rows)
-    return rows
+NEUTRAL = ["quiet", "slow", "strange", "bright", "careful"]  # the pair task's first sentences
 
 
 # Very different lengths in an order that is neither sorted nor reverse-sorted, so the
@@ -84,41 +60,6 @@ PREDICT_TEXTS = [
     "Happy.",
     "My sister was boring in the city, and the chef was terrible at the station.",
 ]
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    """Write rows as .tsv / .csv / .jsonl / .txt (first column only), by the file's suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix
-    if suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    elif suffix == ".txt":
-        path.write_text("".join(next(iter(r.values())) + "\n" for r in rows), encoding="utf-8")
-    else:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if suffix == ".tsv" else ",",
-                                    lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
-
-
-def write_config(path: Path, model: Path, train: Path, dev: Path, output_dir: Path, **sections) -> Path:
-    cfg = {
-        "task": "text-classification",
-        "model": {"name_or_path": str(model)},
-        "data": {"train_file": str(train), "validation_file": str(dev), "text_column": "sentence",
-                 "label_column": "label"},
-        # Tiny random models need far more than a pretrained one's 5e-5 to learn in 100 steps, and
-        # warmup: without it the tiny BERT stayed at chance on the pair task for 8 of 8 inits.
-        "training": {"num_epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 3.0e-3, "warmup_ratio": 0.1,
-                     "max_length": 48, "logging_steps": 1, "seed": 13},
-        "output_dir": str(output_dir),
-    }
-    for section, values in sections.items():
-        cfg[section].update(values)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def read_json(path: Path) -> dict:
@@ -167,19 +108,6 @@ def jsonl(text: str) -> list[dict]:
 
 
 # ---- shared runs -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    spin-waiting made a 0.05M-parameter run 25x slower (measured 40 s instead of 1.5 s)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +210,7 @@ def test_training_loss_fell(runs, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_evaluate_rescores_the_kept_model(runs, sentiment, family, tmp_path):
+def test_evaluate_rescores_the_kept_classifier(runs, sentiment, family, tmp_path):
     run = runs[family]["dir"]
     out = tmp_path / "eval.json"
     result = cli("evaluate", "--model", run, "--data", sentiment["dev"], "--output", out)
@@ -362,7 +290,7 @@ def test_predict_output_file(runs, tmp_path):
 def test_predict_through_a_pipe(runs):
     """A real process with real pipes: JSON lines on stdout, nothing else there."""
     run = runs["gpt2"]["dir"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread() in conftest.py
     proc = subprocess.run(
         [sys.executable, "-m", "lmctl", "predict", "--model", str(run)],
         input="".join(t + "\n" for t in PREDICT_TEXTS), capture_output=True, text=True, timeout=300, env=env,

@@ -12,22 +12,9 @@ from functools import partial
 
 import pytest
 
-from helpers import cli
+from helpers import NEGATIVE, POSITIVE, cli, sentence, sentiment_rows, write_config, write_rows
 
-# The data and config helpers of the end-to-end tests (tests/ is on sys.path via conftest).
-from test_cli_finetune import POSITIVE, NEGATIVE, sentence, sentiment_rows, write_config, write_rows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # As in test_cli_finetune: a tiny model on a busy 2-core machine runs far faster on one thread.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest.py
 
 invoke = partial(cli, code=None)  # these tests check the exit code themselves
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
-from test_pretrain import _explain, cli, pretrain_run
+from helpers import REPO, explain
+from helpers import cli as _cli
+
+cli = partial(_cli, code=None)  # each test asserts, and explains, the exit code itself
 
 PROMPTS = [  # deliberately not sorted by length
     "The food",
@@ -30,18 +33,18 @@ PROMPTS = [  # deliberately not sorted by length
 
 
 @pytest.fixture(scope="module")
-def gpt2_run(tmp_path_factory) -> Path:
-    return pretrain_run("tiny-gpt2", tmp_path_factory)
+def gpt2_run(pretrain_run) -> Path:
+    return pretrain_run("tiny-gpt2")
 
 
 @pytest.fixture(scope="module")
-def bert_run(tmp_path_factory) -> Path:
-    return pretrain_run("tiny-bert", tmp_path_factory)
+def bert_run(pretrain_run) -> Path:
+    return pretrain_run("tiny-bert")
 
 
 @pytest.fixture(scope="module")
-def t5_run(tmp_path_factory) -> Path:
-    return pretrain_run("tiny-t5", tmp_path_factory)
+def t5_run(pretrain_run) -> Path:
+    return pretrain_run("tiny-t5")
 
 
 def _lines_file(tmp_path: Path, lines: list[str], name: str = "input.txt") -> Path:
@@ -52,7 +55,7 @@ def _lines_file(tmp_path: Path, lines: list[str], name: str = "input.txt") -> Pa
 
 def _predict(run: Path, input_file: Path, out: Path, *extra: str) -> list[dict]:
     result = cli("predict", "--model", run, "--input", input_file, "--output", out, *extra)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
@@ -203,7 +206,7 @@ def eval_lines() -> list[str]:
 
 def _evaluate(run: Path, data: Path, out: Path, *extra: str) -> dict:
     result = cli("evaluate", "--model", run, "--data", data, "--output", out, *extra)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     return json.loads(out.read_text())
 
 
@@ -262,9 +265,9 @@ def test_sliding_window_perplexity_matches_the_hf_guide_method(gpt2_run, eval_li
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-t5"])
-def test_masked_and_span_evaluation_is_finite_and_repeatable(name, eval_lines, tmp_path, tmp_path_factory):
+def test_masked_and_span_evaluation_is_finite_and_repeatable(name, eval_lines, tmp_path, pretrain_run):
     # Masks and spans are random; evaluation seeds them from the data, so a figure can be compared.
-    run = pretrain_run(name, tmp_path_factory)
+    run = pretrain_run(name)
     data = _lines_file(tmp_path, eval_lines, "eval.txt")
     a = _evaluate(run, data, tmp_path / "a.json")["metrics"]
     b = _evaluate(run, data, tmp_path / "b.json")["metrics"]

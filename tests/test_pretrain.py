@@ -6,8 +6,8 @@ directory that reloads with the family's Auto* classes. A pretrained BERT and GP
 start a classification finetune with exactly their pretrained weights. Corpus inputs
 (folders, globs, blank-line documents, streaming) are exercised end to end.
 
-The pretraining runs are shared with test_lm_predict.py through `pretrain_run`, which
-trains each config once per test session.
+The pretraining runs are shared with test_lm_predict.py through the `pretrain_run` fixture
+(conftest.py), which trains each config once per test session.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import PRETRAIN_SHORT, REPO, SHARED_DATA, explain, set_args
 from helpers import cli as _cli
 
 PRETRAIN_CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
 FINETUNE_DATA = REPO / "configs" / "finetune" / "data"
 
-# Enough steps for a from-scratch model to learn the sample reviews' commonest tokens,
-# few enough for seconds on two cores. Two evaluations show the eval loss falling.
-SHORT = [
-    "training.max_steps=24", "training.max_length=32", "training.eval_strategy=steps",
-    "training.eval_steps=12", "training.logging_steps=1",
-]
+# The "tiny" size preset of each family, as the README's table of sizes gives it.
+TINY_SIZES = {
+    "bert": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
+    "gpt2": {"n_embd": 128, "n_layer": 2, "n_head": 2},
+    "t5": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4},
+}
 OBJECTIVES = {  # task → (Auto class, architecture the from-scratch model must be)
     "masked-lm": ("AutoModelForMaskedLM", "BertForMaskedLM"),
     "causal-lm": ("AutoModelForCausalLM", "GPT2LMHeadModel"),
@@ -44,31 +44,9 @@ OBJECTIVES = {  # task → (Auto class, architecture the from-scratch model must
 cli = partial(_cli, code=None)  # each test asserts, and explains, the exit code itself
 
 
-def _explain(result) -> str:
-    return f"exit {result.exit_code}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-
-
 def tiny_configs() -> list[Path]:
     """The shipped quick-start configs: tiny models on the bundled sample data (the others need a corpus)."""
     return [p for p in PRETRAIN_CONFIGS if p.stem.startswith("tiny-")]
-
-
-_RUNS: dict[str, Path] = {}
-
-
-def pretrain_run(name: str, tmp_path_factory) -> Path:
-    """The run directory of shipped config `configs/pretrain/<name>.yaml`, trained once per session."""
-    if name not in _RUNS:
-        out = tmp_path_factory.mktemp("runs") / name
-        result = cli("pretrain", REPO / "configs" / "pretrain" / f"{name}.yaml", *_sets(SHORT),
-                     "--set", f"output_dir={out}")
-        assert result.exit_code == 0, _explain(result)
-        _RUNS[name] = out
-    return _RUNS[name]
-
-
-def _sets(overrides: list[str]) -> list[str]:
-    return [x for o in overrides for x in ("--set", o)]
 
 
 def read_log(run: Path) -> tuple[list[dict], list[dict]]:
@@ -79,9 +57,9 @@ def read_log(run: Path) -> tuple[list[dict], list[dict]]:
 # ---- the shipped configs ------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", PRETRAIN_CONFIGS, ids=lambda p: p.stem)
-def test_shipped_config_validates(path):
+def test_shipped_pretrain_config_has_an_objective_and_its_data(path):
     result = cli("config", "show", path)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     cfg = yaml.safe_load(result.stdout)
     assert cfg["task"] in OBJECTIVES
     scratch = cfg["model"]["from_scratch"]
@@ -108,15 +86,15 @@ def test_a_bare_no_on_the_command_line_means_no():
     # YAML reads `no` as false; `--set training.eval_strategy=no` must still mean the string 'no'.
     result = cli("config", "show", PRETRAIN_CONFIGS[0], "--set", "training.eval_strategy=no",
                  "--set", "training.mixed_precision=no")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     training = yaml.safe_load(result.stdout)["training"]
     assert training["eval_strategy"] == "no" and training["mixed_precision"] == "no"
 
 
 @pytest.fixture(scope="module", params=[p.stem for p in tiny_configs()])
-def tiny_run(request, tmp_path_factory):
+def tiny_run(request, pretrain_run):
     name = request.param
-    return name, pretrain_run(name, tmp_path_factory)
+    return name, pretrain_run(name)
 
 
 def test_pretraining_lowers_the_loss(tiny_run):
@@ -143,8 +121,6 @@ def test_run_directory_reloads_with_auto_classes(tiny_run):
     import transformers
     from transformers import AutoTokenizer
 
-    from lmctl.models import PRESETS
-
     name, run = tiny_run
     for f in ("config.yaml", "environment.json", "data.json", "metrics.json", "train_log.jsonl",
               "model.safetensors", "config.json", "tokenizer_config.json"):
@@ -156,7 +132,7 @@ def test_run_directory_reloads_with_auto_classes(tiny_run):
     tok = AutoTokenizer.from_pretrained(run)
     assert type(model).__name__ == arch
     family = cfg["model"]["from_scratch"]["family"]
-    for key, value in PRESETS[family]["tiny"].items():
+    for key, value in TINY_SIZES[family].items():
         assert getattr(model.config, key) == value, key
     # The trained tokenizer sizes the embeddings, and stays within the requested vocabulary.
     assert model.config.vocab_size == len(tok) <= cfg["model"]["train_tokenizer"]["vocab_size"]
@@ -182,19 +158,19 @@ def test_run_records_its_data(tiny_run):
     assert env["num_processes"] == 1
 
 
-def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, tmp_path_factory):
+def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, pretrain_run):
     # The shipped domain-adaptation config (masked LM continued from a checkpoint), pointed at the
     # tiny BERT pretrained above instead of MiniLM, on the same sample sentences as text lines.
-    bert = pretrain_run("tiny-bert", tmp_path_factory)
+    bert = pretrain_run("tiny-bert")
     rows = (FINETUNE_DATA / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
     corpus = tmp_path / "domain.txt"
     corpus.write_text("\n".join(r.split("\t")[0] for r in rows) + "\n", encoding="utf-8")
     out = tmp_path / "continued"
-    result = cli("pretrain", REPO / "configs" / "pretrain" / "minilm-domain.yaml", *_sets([
+    result = cli("pretrain", REPO / "configs" / "pretrain" / "minilm-domain.yaml", *set_args([
         f"model.name_or_path={bert}", f"data.train_file={corpus}", f"output_dir={out}", "training.max_steps=4",
         "training.max_length=32", "training.batch_size=16", "training.eval_strategy=no", "training.logging_steps=1",
     ]))
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     scratch_losses = [r["loss"] for r in read_log(bert)[0]]
     continued = [r["loss"] for r in read_log(out)[0]]
     # From scratch the loss starts near ln(1000) ~ 6.9; continued, it starts where pretraining ended.
@@ -211,17 +187,15 @@ def test_chinese_pretraining(name, tmp_path):
     """The shipped Chinese configs (BERT masked LM, GPT-2 causal LM on ChnSentiCorp), shortened:
     they learn, and their tokenizers cover Chinese: BERT's one token per character with almost no
     [UNK], GPT-2's byte-level BPE losslessly with most characters a single token."""
-    from conftest import SHARED_DATA
-
     train_file = SHARED_DATA / "zh" / "chnsenticorp" / "train.tsv"
     if not train_file.is_file():
         pytest.skip(f"Chinese sample data not found at {train_file} (set LMCTL_SHARED_DATA)")
     out = tmp_path / "zh"
-    result = cli("pretrain", REPO / "configs" / "pretrain" / f"{name}.yaml", *_sets(SHORT + [
+    result = cli("pretrain", REPO / "configs" / "pretrain" / f"{name}.yaml", *set_args(PRETRAIN_SHORT + [
         f"data.train_file={train_file}", f"data.validation_file={train_file.with_name('dev.tsv')}",
         "data.max_train_samples=250", "data.max_eval_samples=40", "training.batch_size=16", f"output_dir={out}",
     ]))
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     train, evals = read_log(out)
     # ~2,000 characters with a flat distribution: slower than English, but clearly falling
     # (BERT about 7.7 to 6.8 in 24 steps).
@@ -254,8 +228,8 @@ def test_resume_from_scratch_keeps_the_runs_tokenizer(tmp_path, monkeypatch):
     short = ["training.max_length=32", "training.eval_strategy=steps", "training.eval_steps=4",
              "training.save_steps=4", f"output_dir={out}"]
     config = REPO / "configs" / "pretrain" / "tiny-bert.yaml"
-    result = cli("pretrain", config, *_sets(short + ["training.max_steps=8"]))
-    assert result.exit_code == 0, _explain(result)
+    result = cli("pretrain", config, *set_args(short + ["training.max_steps=8"]))
+    assert result.exit_code == 0, explain(result)
     vocab = (out / "tokenizer.json").read_text(encoding="utf-8")
 
     import lmctl.tokenizer_training
@@ -264,8 +238,8 @@ def test_resume_from_scratch_keeps_the_runs_tokenizer(tmp_path, monkeypatch):
         raise AssertionError("--resume trained a new tokenizer")
 
     monkeypatch.setattr(lmctl.tokenizer_training, "train_tokenizer", refuse)
-    result = cli("pretrain", config, *_sets(short + ["training.max_steps=12"]), "--resume")
-    assert result.exit_code == 0, _explain(result)
+    result = cli("pretrain", config, *set_args(short + ["training.max_steps=12"]), "--resume")
+    assert result.exit_code == 0, explain(result)
     assert json.loads((out / "metrics.json").read_text())["completed_steps"] == 12
     assert (out / "tokenizer.json").read_text(encoding="utf-8") == vocab
 
@@ -288,7 +262,7 @@ def _finetune_config(tmp_path: Path, model_dir: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("name,prefix", [("tiny-bert", "bert."), ("tiny-gpt2", "transformer.")])
-def test_finetune_starts_from_the_pretrained_weights(name, prefix, tmp_path, tmp_path_factory):
+def test_finetune_starts_from_the_pretrained_weights(name, prefix, tmp_path, pretrain_run):
     import torch
     import transformers
     from datasets import Dataset
@@ -298,7 +272,7 @@ def test_finetune_starts_from_the_pretrained_weights(name, prefix, tmp_path, tmp
     from lmctl.console import Console
     from lmctl.tasks.classification import ClassificationTask
 
-    run = pretrain_run(name, tmp_path_factory)
+    run = pretrain_run(name)
     out = tmp_path / "finetuned"
     config_path = _finetune_config(tmp_path, run, out)
     auto = transformers.AutoModelForMaskedLM if name == "tiny-bert" else transformers.AutoModelForCausalLM
@@ -321,7 +295,7 @@ def test_finetune_starts_from_the_pretrained_weights(name, prefix, tmp_path, tmp
     assert torch.equal(plain.state_dict()[emb], pretrained[emb])
 
     result = cli("finetune", config_path)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     assert metrics["completed_steps"] == 10  # 320 samples / batch 32, one epoch
@@ -377,7 +351,7 @@ def test_folder_of_text_files(tmp_path):
     _write(folder / "nested" / "more.txt", _sentences(7, 10))  # folders are read recursively
     (folder / "README.md").write_text("not a data file\n")  # ignored: not a data suffix
     result = cli("pretrain", _corpus_config(tmp_path, str(folder)), "--set", "training.max_steps=3")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     data = json.loads((tmp_path / "run" / "data.json").read_text())
     paths = [d["path"] for d in data["train_file"]]
     assert sorted(paths) == sorted(str(p.resolve()) for p in files + [folder / "nested" / "more.txt"])
@@ -391,7 +365,7 @@ def test_glob_selects_matching_files_only(tmp_path):
     _write(folder / "wiki-b.txt", _sentences(35, 2))
     _write(folder / "other.txt", _sentences(100, 3))
     result = cli("pretrain", _corpus_config(tmp_path, str(folder / "wiki-*.txt")), "--set", "training.max_steps=2")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     data = json.loads((tmp_path / "run" / "data.json").read_text())
     assert [Path(d["path"]).name for d in data["train_file"]] == ["wiki-a.txt", "wiki-b.txt"]
     assert data["rows"]["train"] == 60
@@ -417,7 +391,7 @@ def test_blank_line_documents(tmp_path):
     assert len(line_table) > len(docs)
     result = cli("pretrain", _corpus_config(tmp_path, str(path), document_separator="blank_line"),
                  "--set", "training.max_steps=2")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     assert json.loads((tmp_path / "run" / "data.json").read_text())["rows"]["train"] == 40
 
 
@@ -430,7 +404,7 @@ def test_streaming_with_max_steps(tmp_path):
     path = _corpus_config(tmp_path, str(folder), streaming=True)
     result = cli("pretrain", path, "--set", "training.max_steps=20", "--set", "training.eval_strategy=steps",
                  "--set", "training.eval_steps=10")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed_steps"] == 20
@@ -448,7 +422,7 @@ def test_streaming_with_max_steps(tmp_path):
 def test_streaming_without_max_steps_is_refused(tmp_path):
     _write(tmp_path / "train.txt", _sentences(20, 0))
     result = cli("pretrain", _corpus_config(tmp_path, str(tmp_path / "train.txt"), streaming=True))
-    assert result.exit_code == 2, _explain(result)
+    assert result.exit_code == 2, explain(result)
     assert "data.streaming" in result.stderr and "training.max_steps" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
@@ -458,7 +432,7 @@ def test_streaming_without_validation_file_is_refused(tmp_path):
     _write(tmp_path / "train.txt", _sentences(20, 0))
     path = _corpus_config(tmp_path, str(tmp_path / "train.txt"), streaming=True)
     result = cli("pretrain", path, "--set", "training.max_steps=2", "--set", "data.validation_file=null")
-    assert result.exit_code == 2, _explain(result)
+    assert result.exit_code == 2, explain(result)
     assert "data.validation_file" in result.stderr
     assert not (tmp_path / "run").exists()
 

@@ -22,7 +22,7 @@ import yaml
 
 from helpers import cli
 from lmctl.errors import UserError
-from tiny_models import _ADJECTIVES, _ADVERBS, _OBJECTS, _PLACES, _SUBJECTS, _VERBS
+from tiny_models import ADJECTIVES, ADVERBS, OBJECTS, PLACES, SUBJECTS, VERBS
 
 
 class Recorder:
@@ -61,13 +61,13 @@ QUESTION = "What is the code?"
 
 def filler(rng: random.Random) -> str:
     # No adjectives, no numbers: only the code has them.
-    s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_ADVERBS + _PLACES)}."
+    s = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(ADVERBS + PLACES)}."
     return s[0].upper() + s[1:]
 
 
 def code_row(rng: random.Random, sentences: int, position: int | None = None) -> dict:
     """A context of `sentences` filler sentences with "The code is <adjective> <number>." inserted."""
-    code = f"{rng.choice(_ADJECTIVES)} {rng.randint(10, 99)}"
+    code = f"{rng.choice(ADJECTIVES)} {rng.randint(10, 99)}"
     parts = [filler(rng) for _ in range(sentences)]
     parts.insert(rng.randint(0, sentences) if position is None else position, f"The code is {code}.")
     context = " ".join(parts)
@@ -417,17 +417,6 @@ def test_csv_answers_cell_that_is_not_json_names_the_row(bad_input):
 # ---- a tiny BERT learns the generated task: finetune, evaluate, predict ------------------------------
 
 ARTICLES, HELD_OUT, PER_ARTICLE = 12, 2, 30
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # As in test_cli_finetune: a tiny model on a busy 2-core machine runs far faster on one thread.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

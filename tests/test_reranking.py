@@ -21,6 +21,8 @@ import yaml
 import lmctl.metrics as metrics
 from helpers import cli
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest.py
+
 LOG2_3 = math.log2(3)
 
 
@@ -188,17 +190,6 @@ def matcher(tiny_models) -> dict:
                                            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread on a busy 2-core machine (see test_cli_finetune)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_models, tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("rerank")
@@ -248,7 +239,7 @@ def direct_logits(run: Path, rows: list[dict]) -> np.ndarray:
                                                  return_tensors="pt")).logits[0, 0]) for r in rows])
 
 
-def test_evaluate_rescores_the_kept_model(trained, tmp_path):
+def test_evaluate_rescores_the_kept_reranker(trained, tmp_path):
     out = tmp_path / "eval.json"
     cli("evaluate", "--model", trained["run"], "--data", trained["dev"], "--output", out,
         "--fail-under", "accuracy_at_1=0.5")

@@ -12,33 +12,20 @@ eos, truncation reports, label padding) and the metrics on hand-made predictions
 from __future__ import annotations
 
 import json
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO, Recorder, explain
+from helpers import cli as _cli
 from lmctl import config as config_lib
-from test_pretrain import _explain, cli
-
-sys.path.insert(0, str(REPO / "scripts"))
-from make_sort_data import make_rows, make_splits  # noqa: E402
+from scripts.data.make_sort_data import make_rows, make_splits
 
 CONFIG = REPO / "configs" / "finetune" / "sort-t5.yaml"
 DATA = REPO / "configs" / "finetune" / "data"
 
-
-class Recorder:
-    """A Console stand-in that keeps the warnings (truncation reports) for the test to read."""
-
-    def __init__(self):
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def log(self, message: str) -> None:
-        pass
+cli = partial(_cli, code=None)  # each test asserts, and explains, the exit code itself
 
 
 def make_task(console=None, **training):
@@ -134,8 +121,6 @@ def test_collate_pads_labels_to_their_own_width_with_minus_100(tokenizer):
 # ---- metrics -----------------------------------------------------------------------------
 
 def test_generation_metrics_on_hand_made_predictions():
-    import sacrebleu
-
     from lmctl.tasks.lm_common import exact_match, text_metrics
 
     predictions = ["the cat sat on the mat", "a b", "  ant,  bee "]
@@ -149,9 +134,10 @@ def test_generation_metrics_on_hand_made_predictions():
     assert result["rouge1"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert result["rouge2"] == pytest.approx((1 + 0 + 1) / 3)
     assert result["rougeL"] == pytest.approx((1 + 0.5 + 1) / 3)
-    # Corpus BLEU in [0, 100], sacrebleu's default 13a tokenisation and exp smoothing.
-    expected = sacrebleu.corpus_bleu(predictions, [references]).score
-    assert result["bleu"] == pytest.approx(expected) and 0 < expected < 100
+    # Corpus BLEU in [0, 100] on 13a tokens ("ant , bee"): n-gram matches over all rows are 10/11,
+    # 7/8, 5/5 and 3/3 for n = 1..4, and 11 output tokens against 11 reference tokens (no brevity
+    # penalty), so BLEU is 100 times the geometric mean of the four precisions.
+    assert result["bleu"] == pytest.approx(100 * (10 / 11 * 7 / 8 * 1 * 1) ** (1 / 4))
     assert text_metrics(["a cat, a dog"], ["a cat, a dog"])["bleu"] == pytest.approx(100.0)
     # Corpus BLEU needs 4-grams: a single output shorter than four tokens scores 0 even when right.
     assert text_metrics(["ant, bee"], ["ant, bee"])["bleu"] == 0.0
@@ -175,7 +161,7 @@ def test_generation_metrics_stop_at_eos_and_skip_padding(tokenizer):
 def sort_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("seq2seq") / "sort-t5"
     result = cli("finetune", CONFIG, "--set", f"output_dir={out}")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     return out
 
 
@@ -199,7 +185,7 @@ def test_predict_and_evaluate_reproduce_the_reported_exact_match(sort_run, tmp_p
 
     out = tmp_path / "pred.jsonl"
     result = cli("predict", "--model", sort_run, "--input", DATA / "sort_dev.jsonl", "--output", out)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     # In input order (inference runs longest first), the source echoed next to its output.
     assert [r["source"] for r in records] == [d["source"] for d in dev]
@@ -209,7 +195,7 @@ def test_predict_and_evaluate_reproduce_the_reported_exact_match(sort_run, tmp_p
 
     report = tmp_path / "eval.json"
     result = cli("evaluate", "--model", sort_run, "--data", DATA / "sort_dev.jsonl", "--output", report)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     scored = json.loads(report.read_text())["metrics"]
     for name in ("exact_match", "rouge1", "rouge2", "rougeL", "bleu", "gen_len"):
         assert scored[name] == pytest.approx(metrics[f"eval_{name}"]), name
@@ -224,7 +210,7 @@ def test_predict_from_stdin_sorts_new_lists(sort_run):
     lines = ["pig, cat, eel, ant", "owl, bee, dog"]
     result = CliRunner().invoke(app, ["predict", "--model", str(sort_run), "--input", "-"],
                                 input="\n".join(lines) + "\n")
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["source"] for r in records] == lines
     assert [r["generated"] for r in records] == ["ant, cat, eel, pig", "bee, dog, owl"]
@@ -236,7 +222,7 @@ def finetune_checkpoint(model: Path, train: Path, dev: Path, out: Path, steps: i
                  f"data.validation_file={dev}", f"training.max_steps={steps}", "training.batch_size=8",
                  "training.eval_strategy=no", f"generation.max_new_tokens={max_new_tokens}", f"output_dir={out}"]
     result = cli("finetune", CONFIG, *[x for o in overrides for x in ("--set", o)])
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     return result
 
 
@@ -253,7 +239,7 @@ def test_finetune_from_a_checkpoint(tiny_models, tmp_path):
     assert "tokenizer: trained" not in result.stderr + result.stdout
     report = tmp_path / "eval.json"
     result = cli("evaluate", "--model", out, "--output", report)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     scored = json.loads(report.read_text())
     assert scored["examples"] == 8 and 0 <= scored["metrics"]["gen_len"] <= 4
 
@@ -268,7 +254,7 @@ def test_numeric_looking_targets_in_a_csv_stay_text(tiny_models, tmp_path):
     finetune_checkpoint(tiny_models["t5"], data, data, out, steps=2, max_new_tokens=3)
     report = tmp_path / "eval.json"
     result = cli("evaluate", "--model", out, "--data", data, "--output", report)
-    assert result.exit_code == 0, _explain(result)
+    assert result.exit_code == 0, explain(result)
     assert json.loads(report.read_text())["examples"] == 24
 
 
@@ -291,6 +277,6 @@ def test_bad_input_is_one_clear_line(case, tmp_path):
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = cli("finetune", CONFIG, "--set", f"data.train_file={train}", "--set", f"data.validation_file={train}",
                  "--set", f"output_dir={tmp_path / 'run'}", *overrides)
-    assert result.exit_code == 2, _explain(result)
+    assert result.exit_code == 2, explain(result)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr

@@ -8,18 +8,12 @@ gives the same logits as the same text run alone.
 
 from __future__ import annotations
 
-import os
-
-# Must be set before huggingface_hub is imported: it reads the flag once.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from tiny_models import FIXTURE_CORPUS, T5_NUM_SENTINELS, _make_corpus, build_all
+from tiny_models import FIXTURE_CORPUS, T5_NUM_SENTINELS, make_corpus
 
 FAMILIES = ["bert", "gpt2", "t5"]
 TEXTS = ["The cat watched the movie.", "A tired student cooked a loaf of bread in the kitchen at night."]
@@ -27,11 +21,6 @@ PAIRS = (
     ["The garden was quiet.", "My sister opened the old letter from the engineer in the city."],
     ["It was warm by the sea.", "Why?"],
 )
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    return build_all(tmp_path_factory.mktemp("tiny_models"))
 
 
 def _tok(path):
@@ -50,21 +39,21 @@ def _classifier(path):
 def test_corpus_is_deterministic_and_varied():
     assert 150 <= len(FIXTURE_CORPUS) <= 250
     assert len(set(FIXTURE_CORPUS)) == len(FIXTURE_CORPUS)
-    assert _make_corpus() == FIXTURE_CORPUS
+    assert make_corpus() == FIXTURE_CORPUS
     assert all("\t" not in s and "\n" not in s for s in FIXTURE_CORPUS)
 
 
-def test_build_writes_safetensors_checkpoints(tiny):
-    assert set(tiny) == set(FAMILIES)
+def test_build_writes_safetensors_checkpoints(tiny_models):
+    assert set(tiny_models) == set(FAMILIES)
     for family in FAMILIES:
-        d = tiny[family]
+        d = tiny_models[family]
         assert d == d.parent / family
         for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
             assert (d / name).is_file(), (family, name)
 
 
-def test_bert_tokenizer(tiny):
-    tok = _tok(tiny["bert"])
+def test_bert_tokenizer(tiny_models):
+    tok = _tok(tiny_models["bert"])
     assert type(tok).__name__ == "BertTokenizer"
     ids = {t: tok.convert_tokens_to_ids(t) for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}
     assert ids == {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
@@ -86,8 +75,8 @@ def test_bert_tokenizer(tiny):
     assert tok.unk_token_id not in out
 
 
-def test_gpt2_tokenizer(tiny):
-    tok = _tok(tiny["gpt2"])
+def test_gpt2_tokenizer(tiny_models):
+    tok = _tok(tiny_models["gpt2"])
     assert type(tok).__name__ == "GPT2Tokenizer"
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     assert tok.eos_token_id == tok.bos_token_id == tok.pad_token_id == eos
@@ -97,13 +86,13 @@ def test_gpt2_tokenizer(tiny):
 
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(tiny["gpt2"])
+    cfg = AutoConfig.from_pretrained(tiny_models["gpt2"])
     assert cfg.pad_token_id == cfg.eos_token_id == cfg.bos_token_id == eos
     assert cfg.vocab_size == len(tok)
 
 
-def test_t5_tokenizer(tiny):
-    tok = _tok(tiny["t5"])
+def test_t5_tokenizer(tiny_models):
+    tok = _tok(tiny_models["t5"])
     assert type(tok).__name__ == "T5Tokenizer"
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
     assert "token_type_ids" not in tok("x")  # T5's forward has no such argument
@@ -124,7 +113,7 @@ def test_t5_tokenizer(tiny):
 
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(tiny["t5"])
+    cfg = AutoConfig.from_pretrained(tiny_models["t5"])
     assert cfg.decoder_start_token_id == cfg.pad_token_id == 0
     assert cfg.eos_token_id == 1
     assert cfg.vocab_size == len(tok)
@@ -132,9 +121,9 @@ def test_t5_tokenizer(tiny):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("paired", [False, True], ids=["single", "pair"])
-def test_sequence_classification_on_padded_batch(tiny, family, paired):
-    tok = _tok(tiny[family])
-    model = _classifier(tiny[family])
+def test_sequence_classification_on_padded_batch(tiny_models, family, paired):
+    tok = _tok(tiny_models[family])
+    model = _classifier(tiny_models[family])
     args = PAIRS if paired else (TEXTS,)
     batch = tok(*args, padding=True, return_tensors="pt")
     assert (batch["attention_mask"] == 0).any(), "batch should need padding"
@@ -154,11 +143,11 @@ def test_sequence_classification_on_padded_batch(tiny, family, paired):
             torch.testing.assert_close(padded[i], alone, atol=1e-5, rtol=1e-4)
 
 
-def test_bert_masked_lm(tiny):
+def test_bert_masked_lm(tiny_models):
     from transformers import AutoModelForMaskedLM
 
-    tok = _tok(tiny["bert"])
-    model = AutoModelForMaskedLM.from_pretrained(tiny["bert"])
+    tok = _tok(tiny_models["bert"])
+    model = AutoModelForMaskedLM.from_pretrained(tiny_models["bert"])
     assert type(model).__name__ == "BertForMaskedLM"
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
     batch = tok(TEXTS, padding=True, return_tensors="pt")
@@ -170,11 +159,11 @@ def test_bert_masked_lm(tiny):
     assert math.isfinite(out.loss.item())
 
 
-def test_gpt2_causal_lm(tiny):
+def test_gpt2_causal_lm(tiny_models):
     from transformers import AutoModelForCausalLM
 
-    tok = _tok(tiny["gpt2"])
-    model = AutoModelForCausalLM.from_pretrained(tiny["gpt2"])
+    tok = _tok(tiny_models["gpt2"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"])
     assert type(model).__name__ == "GPT2LMHeadModel"
     assert model.config.n_embd == 32 and model.config.n_layer == 2
     batch = tok(TEXTS, padding=True, return_tensors="pt")
@@ -188,11 +177,11 @@ def test_gpt2_causal_lm(tiny):
     assert gen.shape == (2, prompt["input_ids"].shape[1] + 3)
 
 
-def test_t5_seq2seq_lm(tiny):
+def test_t5_seq2seq_lm(tiny_models):
     from transformers import AutoModelForSeq2SeqLM
 
-    tok = _tok(tiny["t5"])
-    model = AutoModelForSeq2SeqLM.from_pretrained(tiny["t5"])
+    tok = _tok(tiny_models["t5"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_models["t5"])
     assert type(model).__name__ == "T5ForConditionalGeneration"
     assert model.config.d_model == 32 and model.config.num_decoder_layers == 2
     batch = tok(TEXTS, padding=True, return_tensors="pt")

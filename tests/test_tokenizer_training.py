@@ -14,12 +14,14 @@ import unicodedata
 
 import pytest
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 from tiny_models import FIXTURE_CORPUS
 from lmctl.errors import UserError
-from lmctl.tokenizer_training import _ASCII, T5_NUM_SENTINELS, train_tokenizer
+from lmctl.tokenizer_training import train_tokenizer
 
 ZH_FILE = SHARED_DATA / "zh" / "chnsenticorp" / "train.tsv"
+T5_SENTINELS = 100  # <extra_id_0> ... <extra_id_99>, as in T5's own vocabulary
+VISIBLE_ASCII = {chr(c) for c in range(33, 127)}  # printable ASCII but the space: always in a Unigram alphabet
 
 
 def _english(n: int, seed: int) -> list[str]:
@@ -91,11 +93,11 @@ def test_t5_unigram(tmp_path, vocab_size):
     assert len(tok) <= vocab_size
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
     assert (tok.pad_token, tok.eos_token, tok.unk_token) == ("<pad>", "</s>", "<unk>")
-    sentinels = [f"<extra_id_{i}>" for i in range(T5_NUM_SENTINELS)]
+    sentinels = [f"<extra_id_{i}>" for i in range(T5_SENTINELS)]
     ids = tok.convert_tokens_to_ids(sentinels)
-    assert tok.unk_token_id not in ids and len(set(ids)) == T5_NUM_SENTINELS
+    assert tok.unk_token_id not in ids and len(set(ids)) == T5_SENTINELS
     # T5's layout: sentinels last, <extra_id_0> the highest id.
-    assert ids == list(range(len(tok) - 1, len(tok) - 1 - T5_NUM_SENTINELS, -1))
+    assert ids == list(range(len(tok) - 1, len(tok) - 1 - T5_SENTINELS, -1))
     for s, i in zip(sentinels[:3] + sentinels[-1:], ids[:3] + ids[-1:]):
         assert tok(f"a {s} b", add_special_tokens=False)["input_ids"].count(i) == 1
         assert tok.convert_ids_to_tokens(tok(s, add_special_tokens=False)["input_ids"]) in ([s], ["▁", s])
@@ -186,7 +188,7 @@ def test_t5_smallest_possible_vocabulary_is_exact(chinese):
     # Every character + the "▁" marker + pad/eos/unk + 100 sentinels is the least a Unigram vocabulary
     # can be; at that size the result is exactly that size, one below is a clear error (not a silent overshoot).
     train, held_out = chinese
-    smallest = len({ch for t in train for ch in t if not ch.isspace()} | set(_ASCII)) + 1 + 3 + T5_NUM_SENTINELS
+    smallest = len({ch for t in train for ch in t if not ch.isspace()} | VISIBLE_ASCII) + 1 + 3 + T5_SENTINELS
     tok = train_tokenizer("t5", train, vocab_size=smallest, min_frequency=2)
     assert len(tok) == smallest
     assert _unk_rate(tok, held_out) < 0.05
@@ -196,11 +198,8 @@ def test_t5_smallest_possible_vocabulary_is_exact(chinese):
 
 _SAME_IDS_SCRIPT = """
 import hashlib, json, sys
-sys.path.insert(0, sys.argv[2])
-from tiny_models import FIXTURE_CORPUS
-from test_tokenizer_training import EN_TRAIN
 from lmctl.tokenizer_training import train_tokenizer
-tok = train_tokenizer(sys.argv[1], EN_TRAIN, 600, 2)
+tok = train_tokenizer(sys.argv[1], json.load(sys.stdin), 600, 2)
 print(hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest())
 """
 
@@ -209,11 +208,11 @@ print(hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdi
 def test_same_corpus_gives_the_same_ids_in_every_process(family):
     # The trainers number pieces (and order Unigram's unused characters) in hash-map order, which
     # changes from process to process; a seeded from-scratch run must still get the same ids.
+    import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    tests_dir = str(Path(__file__).parent)
-    hashes = {subprocess.run([sys.executable, "-c", _SAME_IDS_SCRIPT, family, tests_dir], check=True,
+    corpus = json.dumps(EN_TRAIN)  # handed over on stdin: the child imports no test module
+    hashes = {subprocess.run([sys.executable, "-c", _SAME_IDS_SCRIPT, family], input=corpus, check=True,
                              capture_output=True, text=True).stdout.strip() for _ in range(4)}
     assert len(hashes) == 1

@@ -15,11 +15,18 @@ import random
 from pathlib import Path
 
 __all__ = [
+    "ADJECTIVES",
+    "ADVERBS",
     "FIXTURE_CORPUS",
+    "OBJECTS",
+    "PLACES",
+    "SUBJECTS",
+    "VERBS",
     "build_all",
     "build_tiny_bert",
     "build_tiny_gpt2",
     "build_tiny_t5",
+    "make_corpus",
     "T5_NUM_SENTINELS",
 ]
 
@@ -28,46 +35,47 @@ __all__ = [
 _VOCAB_SIZE = 500
 T5_NUM_SENTINELS = 20
 
-_SUBJECTS = [
+SUBJECTS = [
     "the cat", "a dog", "my neighbour", "the old farmer", "our teacher",
     "the young pilot", "a tired student", "the chef", "my sister", "the band",
     "a small child", "the committee", "her brother", "the engineer", "a stranger",
 ]
-_VERBS = [
+VERBS = [
     "watched", "painted", "carried", "found", "cooked", "repaired", "sold",
     "described", "ignored", "borrowed", "cleaned", "opened", "liked", "hated",
     "reviewed",
 ]
-_OBJECTS = [
+OBJECTS = [
     "the movie", "a wooden chair", "the red bicycle", "an old map", "the garden",
     "a loaf of bread", "the broken window", "a new phone", "the letter",
     "the kitchen", "a heavy box", "the restaurant menu", "a blue kite",
 ]
-_ADJECTIVES = [
+ADJECTIVES = [
     "quiet", "bright", "slow", "happy", "strange", "cold", "warm", "noisy",
     "careful", "lazy", "brilliant", "boring", "terrible", "great", "gentle",
 ]
-_ADVERBS = [
+ADVERBS = [
     "quickly", "slowly", "carefully", "yesterday", "again", "today",
     "without a word", "in the morning", "after dinner", "at night",
 ]
-_PLACES = [
+PLACES = [
     "in the park", "at the station", "near the river", "in the city",
     "on the farm", "at school", "by the sea", "in the kitchen",
 ]
 
 
-def _make_corpus(n: int = 200, seed: int = 0) -> list[str]:
+def make_corpus(n: int = 200, seed: int = 0) -> list[str]:
+    """`n` distinct generated sentences over the word lists above."""
     # A fixed seed keeps the trained vocabularies (and so the token ids) stable
     # across runs and machines.
     rng = random.Random(seed)
     templates = [
-        lambda: f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_ADVERBS)}.",
-        lambda: f"{rng.choice(_SUBJECTS)} was {rng.choice(_ADJECTIVES)} {rng.choice(_PLACES)}.",
-        lambda: f"Why did {rng.choice(_SUBJECTS)} say that {rng.choice(_OBJECTS)} was {rng.choice(_ADJECTIVES)}?",
-        lambda: f"{rng.choice(_OBJECTS)} is {rng.choice(_ADJECTIVES)} and {rng.choice(_ADJECTIVES)}, not {rng.choice(_ADJECTIVES)}!",
-        lambda: f"On day {rng.randint(1, 31)}, {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.randint(2, 99)} things {rng.choice(_PLACES)}.",
-        lambda: f"I think {rng.choice(_OBJECTS)} was {rng.choice(['really', 'very', 'not', 'quite'])} {rng.choice(_ADJECTIVES)}.",
+        lambda: f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(ADVERBS)}.",
+        lambda: f"{rng.choice(SUBJECTS)} was {rng.choice(ADJECTIVES)} {rng.choice(PLACES)}.",
+        lambda: f"Why did {rng.choice(SUBJECTS)} say that {rng.choice(OBJECTS)} was {rng.choice(ADJECTIVES)}?",
+        lambda: f"{rng.choice(OBJECTS)} is {rng.choice(ADJECTIVES)} and {rng.choice(ADJECTIVES)}, not {rng.choice(ADJECTIVES)}!",
+        lambda: f"On day {rng.randint(1, 31)}, {rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.randint(2, 99)} things {rng.choice(PLACES)}.",
+        lambda: f"I think {rng.choice(OBJECTS)} was {rng.choice(['really', 'very', 'not', 'quite'])} {rng.choice(ADJECTIVES)}.",
     ]
     sentences: list[str] = []
     seen: set[str] = set()
@@ -80,7 +88,7 @@ def _make_corpus(n: int = 200, seed: int = 0) -> list[str]:
     return sentences
 
 
-FIXTURE_CORPUS: list[str] = _make_corpus()
+FIXTURE_CORPUS: list[str] = make_corpus()
 
 def build_tiny_bert(out_dir: str | Path) -> Path:
     """Lower-cased WordPiece tokenizer + 2-layer BertForMaskedLM (hidden 32)."""
