@@ -42,6 +42,21 @@ class TokenizerTrainingConfig(_Section):
     """Train the tokenizer on at most this many texts (all by default)."""
 
 
+class PeftConfig(_Section):
+    """Parameter-efficient finetuning: train low-rank adapters instead of every weight."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, gt=0)
+    """Rank of each adapter's two matrices."""
+    alpha: float = Field(16, gt=0)
+    """Scale: the adapter's update is multiplied by alpha / r."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Optional[list[str]] = None
+    """Modules that get adapters (names or name endings); default: the family's attention projections."""
+    modules_to_save: Optional[list[str]] = None
+    """Modules trained in full and saved with the adapter, beside those the checkpoint lacked (a new head)."""
+
+
 class ModelConfig(_Section):
     name_or_path: Optional[str] = None
     """A hub id (e.g. `bert-base-uncased`) or a local directory with a checkpoint."""
@@ -53,6 +68,8 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
     """Load *.bin (pickle) weights when a checkpoint has no safetensors; only for sources you trust."""
+    peft: Optional[PeftConfig] = None
+    """LoRA adapters on a checkpoint (finetune, or continued pretraining); the run saves only the adapter."""
     pooling: Optional[Literal["last", "mean"]] = None
     """text-classification with a decoder (GPT-2 family): classify from the last token (transformers'
     head) or the mean of all tokens; unset: the checkpoint's own (saved with the model)."""
@@ -61,6 +78,9 @@ class ModelConfig(_Section):
     def _one_source(self) -> "ModelConfig":
         if self.from_scratch and self.name_or_path:
             raise ValueError("give either model.name_or_path (a checkpoint) or model.from_scratch, not both")
+        if self.peft and self.from_scratch:
+            raise ValueError("model.peft: adapters train on top of pretrained weights; set model.name_or_path to a "
+                             "checkpoint instead of model.from_scratch, or drop model.peft")
         return self
 
 
@@ -249,6 +269,11 @@ class Config(_Section):
             has = ", ".join(FAMILIES[scratch.family].heads)
             raise ValueError(f"model.from_scratch.family: family '{scratch.family}' has no model for this task "
                              f"({self.task}); its tasks are {has}")
+        # LoRA's update starts at zero and is scaled by alpha / r per module: per-layer rates on top of
+        # it are untested here, and a rate per layer is what layer_lr_decay exists for on full weights.
+        if self.model.peft and self.training.layer_lr_decay != 1:
+            raise ValueError("training.layer_lr_decay: not used with model.peft (LoRA trains adapters, not the "
+                             "layers); set it to 1 or drop model.peft")
         # A corrupted block holds at least one kept token, one sentinel and eos.
         if self.task == "span-corruption" and self.training.max_length < 3:
             raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmctl import families
+from lmctl import adapters, families
 from lmctl.errors import UserError
 from lmctl.hub import hub_offline
 
@@ -77,21 +77,46 @@ def _auto(name: str):
 def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool = False,
                key: str = "model.name_or_path", allow_pickle: bool = False, **config_kwargs):
     """`from_pretrained` of the `Auto*` class named `auto_class`, with the family's fixes applied
-    and errors made readable."""
+    and errors made readable. A LoRA run directory loads as its base model plus the adapter."""
+    if adapters.is_adapter_dir(name_or_path):
+        return _load_adapted(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle)
+    model, _ = _from_pretrained(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle,
+                                **config_kwargs)
+    return apply_pooling(model, key)
+
+
+def _load_adapted(auto_class: str, path: str, tokenizer, trust_remote_code: bool, key: str, allow_pickle: bool):
+    """The base model's weights under the run's own config (labels, pooling), then the adapter."""
+    base = adapters.base_of(path)
+    try:
+        resolve(base, key="base_model_name_or_path")
+    except UserError as exc:
+        raise UserError(f"{key}: {path} holds a LoRA adapter whose base model cannot be loaded ({exc}); put the "
+                        f"base model back, or set base_model_name_or_path in {Path(path) / adapters.ADAPTER_CONFIG}"
+                        ) from None
+    config = load_config(path, trust_remote_code, key)
+    model, _ = _from_pretrained(auto_class, base, tokenizer, trust_remote_code, key, allow_pickle, config=config)
+    return adapters.load(apply_pooling(model, key), path)
+
+
+def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool, key: str,
+                     allow_pickle: bool, config=None, **config_kwargs):
+    """(model, the parameter names the checkpoint lacked and were initialised anew)."""
     from transformers.utils import logging as hf_logging
 
     if trust_remote_code:
         from lmctl.console import Console
 
         Console().warn(f"{key}: trust_remote_code is on: code from '{name_or_path}' will run on this machine")
-    model_config = load_config(name_or_path, trust_remote_code, key, **config_kwargs)
+    model_config = config or load_config(name_or_path, trust_remote_code, key, **config_kwargs)
     apply_quirks(model_config, tokenizer)
     # The LOAD REPORT table is noise for the expected case (a new head is MISSING);
     # real mismatches still raise and are reported below.
     hf_logging.set_verbosity_error()
     try:
-        model = _auto(auto_class).from_pretrained(
-            name_or_path, config=model_config, trust_remote_code=trust_remote_code, use_safetensors=_safetensors_only(name_or_path, allow_pickle, key),
+        model, info = _auto(auto_class).from_pretrained(
+            name_or_path, config=model_config, trust_remote_code=trust_remote_code, output_loading_info=True,
+            use_safetensors=_safetensors_only(name_or_path, allow_pickle, key),
         )
     except RuntimeError as exc:
         if "mismatch" in str(exc).lower():
@@ -103,7 +128,7 @@ def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code:
         raise
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, key, exc) from None
-    return model
+    return model, list(info.get("missing_keys") or [])
 
 
 def _safetensors_only(name_or_path: str, allow_pickle: bool, key: str) -> bool | None:
@@ -160,16 +185,30 @@ def scratch_config(family: str, size: str, overrides: dict, tokenizer, max_lengt
 
 
 def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer, max_length: int, **task_kwargs):
-    """A task's model: from a checkpoint, or randomly initialised from a size preset."""
+    """A task's model: from a checkpoint (with LoRA adapters when model.peft is set), or randomly
+    initialised from a size preset."""
     scratch = model_cfg.from_scratch
     if scratch is None:
-        return load_model(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code,
-                          allow_pickle=model_cfg.allow_pickle_weights, **task_kwargs)
+        if adapters.is_adapter_dir(name_or_path):
+            raise UserError(f"model.name_or_path: {name_or_path} holds a LoRA adapter; merge it into a plain model "
+                            "first (lmctl export --model RUN --output DIR --merge) and start from DIR")
+        model, missing = _from_pretrained(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code,
+                                          "model.name_or_path", model_cfg.allow_pickle_weights, **task_kwargs)
+        model = apply_pooling(model)
+        return adapters.wrap(model, model_cfg.peft, name_or_path, missing) if model_cfg.peft else model
     config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
     try:
-        return _auto(auto_class).from_config(config)
+        return apply_pooling(_auto(auto_class).from_config(config))
     except ValueError as exc:
         raise UserError(f"model.from_scratch: family '{scratch.family}' has no model for this task ({exc})") from None
+
+
+def save_pretrained(model, output_dir: Path, state_dict: dict) -> None:
+    """Hugging Face format in `output_dir`: the whole model, or a LoRA run's adapter and config."""
+    if adapters.is_adapted(model):
+        adapters.save(model, output_dir, state_dict)
+    else:
+        model.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
 
 
 def count_parameters(model) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from lmctl import adapters
 from lmctl import config as config_lib
 from lmctl.console import Console, quiet_libraries
 from lmctl.errors import UserError
@@ -102,6 +103,8 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
     model = task.build_model(name, tokenizer)
     console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
                 f"{' (from scratch)' if name is None else ' from ' + name}")
+    if adapters.is_adapted(model):
+        console.log(adapters.describe(model))
 
     # The run directory, then the engine.
     if accelerator.is_main_process:
@@ -227,3 +230,29 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     shown = [c for c in columns if c in ds.column_names]
     rows = [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
     return task.arrange_predictions(rows)
+
+
+def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, console: Console) -> Path:
+    """`lmctl export`: the model of `model_dir` as a plain transformers directory (a LoRA adapter
+    merged into its base with --merge), its tokenizer, and a config.yaml for evaluate/predict."""
+    from lmctl import models
+
+    check_output_dir(output, overwrite)
+    task = make_task(cfg, console)
+    path = models.resolve(model_dir, key="--model")
+    quiet_libraries()
+    tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
+    model = task.load_model(path, tokenizer, "--model")
+    if adapters.is_adapted(model):
+        if not merge:
+            raise UserError(f"--model: {model_dir} holds a LoRA adapter; pass --merge to fold it into the base "
+                            "model's weights")
+        model = adapters.merge(model)
+    out = prepare_output_dir(output, overwrite)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    exported = cfg.model_copy(deep=True)
+    exported.model.peft, exported.model.name_or_path, exported.output_dir = None, str(out), str(out)
+    (out / "config.yaml").write_text(config_lib.dump(exported), encoding="utf-8")
+    console.log(f"exported {type(model).__name__} to {out}")
+    return out

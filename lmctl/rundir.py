@@ -7,6 +7,7 @@
       train_log.jsonl    one line per logging interval / evaluation
       metrics.json       final metrics plus train seconds, samples/s, tokens/s
       model + tokenizer  Hugging Face format: `from_pretrained(output_dir)` reloads it
+                         (a LoRA run: the adapter and config.json; see lmctl/adapters.py)
 
 Every file is written to a temporary name and renamed, so a crash never leaves a
 half-written file where a reader expects a whole one.

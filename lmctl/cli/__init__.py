@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lmctl.cli import common, config_cmd, evaluate, finetune, predict, pretrain
+from lmctl.cli import common, config_cmd, evaluate, export, finetune, predict, pretrain
 
 app = typer.Typer(
     name="lmctl",
@@ -24,6 +24,7 @@ COMMANDS = {
     "finetune": finetune.finetune,
     "evaluate": evaluate.evaluate,
     "predict": predict.predict,
+    "export": export.export,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)

@@ -20,6 +20,7 @@ from lmctl import families
 from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
 from lmctl.errors import UserError
+from lmctl.models import save_pretrained
 from lmctl.rundir import RunLog, write_json
 
 
@@ -74,7 +75,7 @@ def save_model(accelerator, model, tokenizer, output_dir: Path) -> None:
     if accelerator.is_main_process:
         tmp = output_dir / ".model-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        save_pretrained(accelerator.unwrap_model(model), tmp, state_dict)
         tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             f.replace(output_dir / f.name)

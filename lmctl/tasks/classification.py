@@ -116,16 +116,15 @@ class ClassificationTask(Task):
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
-        from lmctl.models import apply_pooling, build_model
+        from lmctl.models import build_model
 
-        return apply_pooling(build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer,
-                                         self.max_length, **self._model_kwargs()))
+        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length,
+                           **self._model_kwargs())
 
     def load_model(self, path: str, tokenizer, source: str):
-        from lmctl.models import apply_pooling, load_model
+        from lmctl.models import load_model
 
-        model = apply_pooling(load_model(self.auto_class, path, tokenizer, key=source,
-                                         allow_pickle=self.cfg.model.allow_pickle_weights), key=source)
+        model = load_model(self.auto_class, path, tokenizer, key=source, allow_pickle=self.cfg.model.allow_pickle_weights)
         cfg = model.config
         self.regression = cfg.problem_type == "regression" or cfg.num_labels == 1
         if not self.regression:
