@@ -11,14 +11,14 @@ import sys
 import time
 
 
-def _is_main_process() -> bool:
-    # Works before and without an Accelerator: launchers set RANK / LOCAL_RANK.
+def is_main_process() -> bool:
+    """Rank 0, or a single process. Works before and without an Accelerator: launchers set RANK / LOCAL_RANK."""
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
 
 
 class Console:
     def __init__(self, enabled: bool | None = None, stream=None):
-        self.enabled = _is_main_process() if enabled is None else enabled
+        self.enabled = is_main_process() if enabled is None else enabled
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() and os.environ.get("CI") is None
         self._rich = None

@@ -8,14 +8,14 @@ messages that name a command-line flag are made here, not in the layers below.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from lmctl import adapters
 from lmctl import config as config_lib
-from lmctl.console import Console, quiet_libraries
+from lmctl.console import Console, is_main_process, quiet_libraries
 from lmctl.errors import UserError
-from lmctl.rundir import check_output_dir, environment, prepare_output_dir, truncate_log, write_json
+from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
 from lmctl.tasks import PRETRAINING_TASKS
 
 
@@ -63,6 +63,12 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
     `resume`: "latest" (the newest whole checkpoint in output_dir) or a checkpoint folder.
     """
     console = console or Console()
+    # Rank 0 holds the run directory's lock for the whole run; the other ranks follow rank 0.
+    with run_lock(cfg.output_dir, console) if is_main_process() else nullcontext():
+        return _train(cfg, overwrite, console, resume)
+
+
+def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     from lmctl import data, models
     from lmctl.tokenizer_training import tokenizer_for_run
 

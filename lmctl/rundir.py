@@ -22,6 +22,7 @@ import platform
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmctl.errors import UserError
@@ -136,3 +137,51 @@ def truncate_log(path: Path, step: int) -> None:
     keep = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step]
     atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def lock_path(output_dir: Path) -> Path:
+    """Beside the run directory, not in it: --overwrite empties the directory, never the lock."""
+    out = Path(output_dir)
+    return out.parent / f".{out.name}.lmctl.lock"
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():  # our own earlier run in this process (tests run lmctl in process): it ended
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(output_dir: str | Path, console):
+    """One run at a time per run directory: a lock file holding the pid, created atomically; a lock
+    whose process is gone is taken over with a warning."""
+    out = Path(output_dir)
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _running(pid):
+                raise UserError(f"output_dir {out}: in use by another lmctl run (process {pid}, lock {path}); "
+                                "wait for it to finish or choose another output_dir") from None
+            console.warn(f"output_dir {out}: taking over the lock of process {pid or '?'}, which is no longer running")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
