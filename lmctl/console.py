@@ -28,7 +28,9 @@ class Console:
         if self._rich is None:
             from rich.console import Console as RichConsole
 
-            self._rich = RichConsole(file=self.stream, highlight=False, soft_wrap=True)
+            # Off a terminal rich assumes 80 columns and would wrap every cell of a wide table.
+            self._rich = RichConsole(file=self.stream, highlight=False, soft_wrap=True,
+                                     width=None if self.stream.isatty() else 240)
         return self._rich
 
     def log(self, message: str) -> None:

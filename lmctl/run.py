@@ -118,6 +118,10 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
         write_json(out / "environment.json", environment(accelerator))
     accelerator.wait_for_everyone()
     metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator, resume_from)
+    if accelerator.is_main_process:
+        from lmctl.plots import write_curves
+
+        write_curves(out)
     console.log(f"run directory: {out}")
     return metrics
 

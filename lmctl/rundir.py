@@ -6,6 +6,7 @@
       data.json          data fingerprints: file, size, sha256, rows per split
       train_log.jsonl    one line per logging interval / evaluation
       metrics.json       final metrics plus train seconds, samples/s, tokens/s
+      curves.png         the logged series drawn (lmctl/plots.py)
       model + tokenizer  Hugging Face format: `from_pretrained(output_dir)` reloads it
                          (a LoRA run: the adapter and config.json; see lmctl/adapters.py)
 

@@ -61,6 +61,11 @@ def evaluate(
     result["gates"] = {"thresholds": gates, "failed": failed}
     if output:
         write_json(output, result)
+        if "confusion_matrix" in result:
+            from lmctl.plots import write_confusion
+
+            cm = result["confusion_matrix"]
+            write_confusion(output.with_suffix(".confusion.png"), cm["labels"], cm["matrix"])
     if failed:
         print(f"gate failed: {'; '.join(failed)}", file=sys.stderr)
         raise typer.Exit(EXIT_GATE_FAILED)

@@ -20,6 +20,7 @@ from lmctl import families
 from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
 from lmctl.errors import UserError
+from lmctl.metrics import greater_is_better
 from lmctl.models import save_pretrained
 from lmctl.rundir import RunLog, write_json
 
@@ -90,7 +91,7 @@ def _greater_is_better(t, task) -> bool:
         return t.greater_is_better
     if not t.metric_for_best or t.metric_for_best == task.main_metric:
         return task.greater_is_better
-    return not any(word in t.metric_for_best for word in ("loss", "mse", "perplexity", "error"))
+    return greater_is_better(t.metric_for_best)
 
 
 class Interrupted(Exception):
@@ -328,6 +329,8 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, c
         train_samples=st.samples,
         train_samples_per_second=round(st.samples / max(st.train_seconds, 1e-9), 2),
         train_tokens_per_second=round(st.tokens / max(st.train_seconds, 1e-9), 2),
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     if accelerator.is_main_process:
         write_json(output_dir / "metrics.json", result)

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 
 METRICS_DIR = Path(__file__).resolve().parent
 
+# Metrics where lower is better: losses, errors, perplexities. Everything else rises with quality.
+_LOWER_IS_BETTER = ("loss", "mse", "perplexity", "error")
+
+
+def greater_is_better(name: str) -> bool:
+    """The direction of a metric, by its name (eval_ prefix or not)."""
+    return not any(word in name for word in _LOWER_IS_BETTER)
+
 AVAILABLE: tuple[str, ...] = tuple(
     sorted(p.stem for p in METRICS_DIR.glob("*.py") if not p.stem.startswith("_"))
 )

@@ -1,0 +1,124 @@
+"""`lmctl compare`: seeds folded into mean ± std, ranking, baseline deltas, the CI gate, output
+formats and refusals. Synthetic run directories carry hand-picked scores (expected values are
+worked out by hand below); one test compares real tiny runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, cli
+
+DATA = REPO / "configs" / "finetune" / "data"
+
+
+def make_run(root: Path, name: str, *, lr: float, seed: int, accuracy: float, f1: float, task="text-classification",
+             validation_sha="aaa", finished=True) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"task": task, "model": {"name_or_path": "m"}, "training": {"learning_rate": lr, "seed": seed},
+              "output_dir": str(run)}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "data.json").write_text(json.dumps({"validation_file": {"path": "dev.tsv", "sha256": validation_sha}}))
+    if finished:
+        (run / "metrics.json").write_text(json.dumps({
+            "eval_accuracy": accuracy, "eval_f1": f1, "eval_loss": 1 - accuracy, "best_metric": "accuracy",
+            "train_samples_per_second": 100.0, "parameters": 1000}))
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """Two learning rates x three seeds, and a baseline."""
+    scores = {1e-4: [0.80, 0.82, 0.84], 5e-5: [0.70, 0.71, 0.72]}
+    for lr, accs in scores.items():
+        for seed, acc in zip((1, 2, 3), accs):
+            make_run(tmp_path, f"lr{lr:g}-s{seed}", lr=lr, seed=seed, accuracy=acc, f1=acc + 0.05)
+    make_run(tmp_path, "base", lr=0.0, seed=0, accuracy=0.68, f1=0.81)
+    return tmp_path
+
+
+def test_seeds_fold_into_mean_and_std_ranked_by_the_main_metric(sweep):
+    result = cli("compare", str(sweep / "lr*"), "--format", "json")
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["training.learning_rate"] for r in rows] == [1e-4, 5e-5]
+    assert [r["seeds"] for r in rows] == [3, 3]
+    assert rows[0]["accuracy"] == pytest.approx(0.82)  # (0.80 + 0.82 + 0.84) / 3
+    assert rows[0]["accuracy_std"] == pytest.approx(0.02)  # sample std of -0.02, 0, 0.02
+    assert rows[1]["accuracy"] == pytest.approx(0.71) and rows[1]["accuracy_std"] == pytest.approx(0.01)
+    assert rows[0]["training.seed"] == [1, 2, 3]
+    assert json.loads(result.stdout)["main_metric"] == "accuracy"
+
+
+def test_baseline_delta_in_points_and_sort_by(sweep):
+    result = cli("compare", str(sweep / "lr*"), "--baseline", sweep / "base", "--format", "json", "--sort-by", "loss")
+    rows = {r["run"].split("/")[-1].split(" ")[0]: r for r in json.loads(result.stdout)["rows"]}
+    assert rows["lr0.0001-s1"]["delta_points"] == pytest.approx(14.0)  # 82 - 68
+    assert rows["lr5e-05-s1"]["delta_points"] == pytest.approx(3.0)  # 71 - 68
+    assert rows["base"]["delta_points"] == pytest.approx(0.0)
+    # Ranked by loss, lowest first.
+    assert [r["loss"] for r in json.loads(result.stdout)["rows"]] == sorted(r["loss"] for r in rows.values())
+
+
+def test_table_markdown_and_csv_show_directions(sweep):
+    table = cli("compare", str(sweep / "lr*")).stdout
+    assert "accuracy ↑" in table and "loss ↓" in table and "0.8200 ± 0.0200" in table
+    md = cli("compare", str(sweep / "lr*"), "--format", "md").stdout.splitlines()
+    assert md[0].startswith("| # | run | seeds | training.learning_rate | training.seed | accuracy ↑")
+    assert len(md) == 4  # header, rule, two rows
+    rows = list(csv.DictReader(io.StringIO(cli("compare", str(sweep / "lr*"), "--format", "csv").stdout)))
+    assert [float(r["accuracy"]) for r in rows] == pytest.approx([0.82, 0.71])
+
+
+def test_gate_fails_only_when_worse_beyond_tolerance(sweep):
+    # 5e-5 (0.71) is 11 points below 1e-4 (0.82): exit 1, named on stderr.
+    result = cli("compare", str(sweep / "lr*"), "--fail-if-worse", sweep / "lr0.0001-s1", code=1)
+    assert "gate failed: " in result.stderr and "11.00 points worse" in result.stderr
+    # Within a 12-point tolerance it passes; and nothing is worse than the worst.
+    cli("compare", str(sweep / "lr*"), "--fail-if-worse", sweep / "lr0.0001-s1", "--tolerance", "12")
+    cli("compare", str(sweep / "lr*"), "--fail-if-worse", sweep / "lr5e-05-s1")
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("task", "is text-classification but"),
+    ("data", "were scored on different data"),
+    ("unfinished", "no metrics.json (the run did not finish)"),
+    ("format", "--format xml: use one of table, md, csv, json"),
+])
+def test_bad_comparisons_are_one_line(sweep, case, expected):
+    args = [str(sweep / "lr*")]
+    if case == "task":
+        args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, task="reranking")))
+    elif case == "data":
+        args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, validation_sha="bbb")))
+    elif case == "unfinished":
+        args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, finished=False)))
+    else:
+        args += ["--format", "xml"]
+    result = cli("compare", *args, code=2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_real_runs_and_the_gate(tiny_models, tmp_path):
+    """Two real tiny runs: a reasonable learning rate, and one too small to learn anything."""
+    for name, lr in (("good", 1e-3), ("worse", 1e-9)):
+        cfg = {"task": "text-classification", "model": {"name_or_path": str(tiny_models["bert"])},
+               "data": {"train_file": str(DATA / "train.tsv"), "validation_file": str(DATA / "dev.tsv"),
+                        "text_column": "sentence"},
+               "training": {"num_epochs": 3, "batch_size": 16, "learning_rate": lr, "max_length": 32},
+               "output_dir": str(tmp_path / name)}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        cli("finetune", tmp_path / f"{name}.yaml")
+    result = json.loads(cli("compare", str(tmp_path / "*"), "--format", "json").stdout)
+    assert [Path(r["run"]).name for r in result["rows"]] == ["good", "worse"]
+    assert all(r["parameters"] > 0 and r["saved_mb"] > 0 and r["rows_per_second"] > 0 for r in result["rows"])
+    good = json.loads((tmp_path / "good" / "metrics.json").read_text())["eval_accuracy"]
+    assert result["rows"][0]["accuracy"] == good
+    cli("compare", str(tmp_path / "*"), "--fail-if-worse", tmp_path / "good", code=1)
+    cli("compare", str(tmp_path / "good"), "--fail-if-worse", tmp_path / "good", code=0)
