@@ -110,12 +110,19 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def _content(fingerprint) -> object:
+    """A file's (or a folder's files') sha256: the same data under another path is the same data."""
+    if isinstance(fingerprint, list):
+        return [_content(f) for f in fingerprint]
+    return fingerprint.get("sha256") if isinstance(fingerprint, dict) else fingerprint
+
+
 def _data_identity(run: Run) -> str:
     """What a run was scored on: its validation file, or the split carved from its training file."""
     d = run.data
     if "validation_file" in d:
-        return json.dumps(d["validation_file"], sort_keys=True)
-    return json.dumps([d.get("train_file"), d.get("dataset"), d.get("validation_split"), d.get("split_by")],
+        return json.dumps(_content(d["validation_file"]))
+    return json.dumps([_content(d.get("train_file")), d.get("dataset"), d.get("validation_split"), d.get("split_by")],
                       sort_keys=True)
 
 

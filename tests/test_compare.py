@@ -122,3 +122,21 @@ def test_real_runs_and_the_gate(tiny_models, tmp_path):
     assert result["rows"][0]["accuracy"] == good
     cli("compare", str(tmp_path / "*"), "--fail-if-worse", tmp_path / "good", code=1)
     cli("compare", str(tmp_path / "good"), "--fail-if-worse", tmp_path / "good", code=0)
+
+
+def test_constant_baseline_is_a_run_compare_ranks(tmp_path):
+    """scripts.constant_baseline: always 'positive' on the bundled dev set scores the share of positive
+    rows (counted here from the file), and compare accepts it beside runs on the same data."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "always-positive"
+    r = subprocess.run([sys.executable, "-m", "scripts.constant_baseline", str(REPO / "configs/finetune/demo.yaml"),
+                        "--label", "positive", "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    labels = [line.split("\t")[-1] for line in (DATA / "dev.tsv").read_text().splitlines()[1:]]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] == pytest.approx(labels.count("positive") / len(labels))
+    assert metrics["eval_recall"] == 1.0 and metrics["eval_matthews_correlation"] == 0.0
+    result = json.loads(cli("compare", out, "--format", "json").stdout)
+    assert result["rows"][0]["accuracy"] == metrics["eval_accuracy"]
