@@ -114,14 +114,18 @@ def _content(fingerprint) -> object:
     """A file's (or a folder's files') sha256: the same data under another path is the same data."""
     if isinstance(fingerprint, list):
         return [_content(f) for f in fingerprint]
-    return fingerprint.get("sha256") if isinstance(fingerprint, dict) else fingerprint
+    if isinstance(fingerprint, dict):
+        if "sha256" in fingerprint:
+            return fingerprint["sha256"]
+        return {name: _content(f) for name, f in fingerprint.items()}  # named evaluation sets
+    return fingerprint
 
 
 def _data_identity(run: Run) -> str:
     """What a run was scored on: its validation file, or the split carved from its training file."""
     d = run.data
     if "validation_file" in d:
-        return json.dumps(_content(d["validation_file"]))
+        return json.dumps(_content(d["validation_file"]), sort_keys=True)
     return json.dumps([_content(d.get("train_file")), d.get("dataset"), d.get("validation_split"), d.get("split_by")],
                       sort_keys=True)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+import re
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -128,7 +129,9 @@ class GenerationConfig(_Section):
 
 class DataConfig(_Section):
     train_file: Optional[str] = None
-    validation_file: Optional[str] = None
+    validation_file: Union[str, dict[str, str], None] = None
+    """A file, or several named ones ({dev: a.tsv, hard: b.tsv}): metrics are reported per set as
+    eval_<name>_<metric>, and training.metric_for_best names the set (dev_accuracy)."""
     test_file: Optional[str] = None
     dataset_name: Optional[str] = None
     """A hub data set, loaded with `datasets.load_dataset` (needs network)."""
@@ -176,7 +179,20 @@ class DataConfig(_Section):
             raise ValueError("data.prompt_column and data.completion_column go together; set both or neither")
         if self.dataset_name and self.train_file:
             raise ValueError("give either data.dataset_name or data.train_file, not both")
+        if isinstance(self.validation_file, dict):
+            if not self.validation_file:
+                raise ValueError("data.validation_file: an empty mapping; give a file or {name: file, ...}")
+            bad = [n for n in self.validation_file if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", n)]
+            if bad:
+                raise ValueError(f"data.validation_file: set name '{bad[0]}' must be letters, digits and '-' (it "
+                                 "becomes part of metric names such as eval_<name>_accuracy)")
         return self
+
+    def eval_files(self) -> dict[str | None, str]:
+        """The evaluation files by set name; a single file is the unnamed set (None)."""
+        if isinstance(self.validation_file, dict):
+            return dict(self.validation_file)
+        return {None: self.validation_file} if self.validation_file else {}
 
 
 class TrainingConfig(_Section):
@@ -393,10 +409,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
 def _resolve_paths(cfg: Config, config_dir: Path) -> None:
     """Data paths are relative to the working directory, as on the command line; a path that
     only exists next to the config file is taken from there, so shipped configs run anywhere."""
+    def near(value: str) -> str:
+        return str(config_dir / value) if not Path(value).exists() and (config_dir / value).exists() else value
+
     for name in ("train_file", "validation_file", "test_file"):
         value = getattr(cfg.data, name)
-        if value and not Path(value).exists() and (config_dir / value).exists():
-            setattr(cfg.data, name, str(config_dir / value))
+        if isinstance(value, dict):
+            setattr(cfg.data, name, {k: near(v) for k, v in value.items()})
+        elif value:
+            setattr(cfg.data, name, near(value))
+
+
+def metric_key(eval_set: str | None, metric: str) -> str:
+    """A metric's name in logs and metrics.json (after eval_): the set's name first when there are several."""
+    return f"{eval_set}_{metric}" if eval_set else metric
 
 
 def dump(cfg: Config) -> str:

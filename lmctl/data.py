@@ -316,7 +316,7 @@ def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
     if d.dataset_name:
         hub = load_hub_dataset(d.dataset_name, d.dataset_config)
         train = hub["train"]
-        validation = hub.get("validation")
+        evals = {None: hub["validation"]} if "validation" in hub else None
         fingerprints["dataset"] = {"name": d.dataset_name, "config": d.dataset_config}
     else:
         if not d.train_file:
@@ -327,26 +327,37 @@ def load_splits(cfg, text_columns: tuple[str, ...]) -> tuple[dict, dict]:
         else:
             train = read_table(d.train_file, "data.train_file", text_columns, sep)
         fingerprints["train_file"] = fingerprint(d.train_file, "data.train_file")
-        validation = None
-        if d.validation_file:
-            validation = read_table(d.validation_file, "data.validation_file", text_columns, sep)
-            fingerprints["validation_file"] = fingerprint(d.validation_file, "data.validation_file")
+        files = d.eval_files()
+        evals = {name: read_table(path, eval_key(name), text_columns, sep) for name, path in files.items()} or None
+        if files:
+            prints = {name: fingerprint(path, eval_key(name)) for name, path in files.items()}
+            fingerprints["validation_file"] = prints[None] if None in prints else prints
     if d.streaming:
-        if validation is None:
+        if evals is None:
             raise UserError("data.streaming: a held-out split cannot be carved from a stream; set data.validation_file")
         train = train.shuffle(seed=cfg.training.seed, buffer_size=10_000)
-        validation = subsample(validation, d.max_eval_samples, cfg.training.seed)
-        fingerprints["rows"] = {"train": "streamed", "validation": len(validation)}
-        return {"train": train, "validation": validation}, fingerprints
-    if validation is None:
-        train, validation = hold_out(train, d.validation_split, d.split_by, cfg.training.seed)
+        evals = {name: subsample(ds, d.max_eval_samples, cfg.training.seed) for name, ds in evals.items()}
+        fingerprints["rows"] = {"train": "streamed", "validation": _rows(evals)}
+        return {"train": train, "eval": evals}, fingerprints
+    if evals is None:
+        train, held = hold_out(train, d.validation_split, d.split_by, cfg.training.seed)
+        evals = {None: held}
         fingerprints["validation_split"] = d.validation_split
         if d.split_by:
             fingerprints["split_by"] = d.split_by
     train = subsample(train, d.max_train_samples, cfg.training.seed)
-    validation = subsample(validation, d.max_eval_samples, cfg.training.seed)
-    fingerprints["rows"] = {"train": len(train), "validation": len(validation)}
-    return {"train": train, "validation": validation}, fingerprints
+    evals = {name: subsample(ds, d.max_eval_samples, cfg.training.seed) for name, ds in evals.items()}
+    fingerprints["rows"] = {"train": len(train), "validation": _rows(evals)}
+    return {"train": train, "eval": evals}, fingerprints
+
+
+def eval_key(name: str | None) -> str:
+    """The config key of an evaluation set, for messages."""
+    return f"data.validation_file.{name}" if name else "data.validation_file"
+
+
+def _rows(evals: dict) -> int | dict:
+    return len(evals[None]) if None in evals else {name: len(ds) for name, ds in evals.items()}
 
 
 def read_stdin(text_columns: tuple[str, ...]):
@@ -369,8 +380,9 @@ def read_stdin(text_columns: tuple[str, ...]):
     return Dataset.from_dict({(text_columns[0] if text_columns else "text"): lines})
 
 
-def source_name(cfg, split: str) -> str:
+def source_name(cfg, split: str, eval_set: str | None = None) -> str:
     """How messages name a split's data: its file, or where it was carved from."""
     if split == "train":
         return cfg.data.train_file or f"{cfg.data.dataset_name}[train]"
-    return cfg.data.validation_file or f"validation split of {cfg.data.train_file or cfg.data.dataset_name}"
+    files = cfg.data.eval_files()
+    return files.get(eval_set) or f"validation split of {cfg.data.train_file or cfg.data.dataset_name}"

@@ -83,15 +83,18 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     task = make_task(cfg, console)
     quiet_libraries()
     splits, fingerprints = data.load_splits(cfg, text_columns(task, with_labels=True))
-    for split, ds in splits.items():
-        data.check_columns(ds, task.columns(with_labels=True), f"{split} data ({data.source_name(cfg, split)})")
+    columns = task.columns(with_labels=True)
+    data.check_columns(splits["train"], columns, f"train data ({data.source_name(cfg, 'train')})")
+    for eval_set, ds in splits["eval"].items():
+        data.check_columns(ds, columns, f"validation data ({data.source_name(cfg, 'validation', eval_set)})")
     task.fit(splits["train"])
     # A misspelt metric_for_best would otherwise fail at the first evaluation, after the model
     # loaded and the output directory was replaced.
     best = cfg.training.metric_for_best
-    if best and best not in task.metric_names:
+    names = [config_lib.metric_key(s, m) for s in splits["eval"] for m in task.metric_names]
+    if best and best not in names:
         raise UserError(f"training.metric_for_best: '{best}' is not reported by task '{cfg.task}'; "
-                        f"choose one of {', '.join(sorted(task.metric_names))}")
+                        f"choose one of {', '.join(sorted(names))}")
 
     # Tokenizer, features and model.
     from accelerate.utils import set_seed
@@ -105,7 +108,8 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
                                   out if resume_from else None)
     with accelerator.main_process_first():
         train_enc = task.encode(splits["train"], tokenizer, "train", data.source_name(cfg, "train"))
-        eval_enc = task.encode(splits["validation"], tokenizer, "eval", data.source_name(cfg, "validation"))
+        eval_sets = {eval_set: task.encode(ds, tokenizer, "eval", data.source_name(cfg, "validation", eval_set))
+                     for eval_set, ds in splits["eval"].items()}
     model = task.build_model(name, tokenizer)
     console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
                 f"{' (from scratch)' if name is None else ' from ' + name}")
@@ -117,7 +121,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
         _start_run_dir(cfg, out, overwrite, fingerprints, tokenizer, resume_from)
         write_json(out / "environment.json", environment(accelerator))
     accelerator.wait_for_everyone()
-    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_enc, out, console, accelerator, resume_from)
+    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_sets, out, console, accelerator, resume_from)
     if accelerator.is_main_process:
         from lmctl.plots import write_curves
 
@@ -164,27 +168,33 @@ def _start_run_dir(cfg, out: Path, overwrite: bool, fingerprints: dict, tokenize
         tokenizer.save_pretrained(out)  # the trained vocabulary: a resumed run reads it back
 
 
-def _infer(cfg, task, model_dir: str, ds, source: str, with_labels: bool, batch_size: int | None, console,
-           description: str, check=None):
-    """Load the model in `model_dir`, encode `ds`, run it; outputs come back in input order."""
+def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, str]], with_labels: bool, check=None):
+    """The model in `model_dir` and its tokenizer, prepared by accelerate, after every table's
+    columns were checked."""
     from lmctl import data, models
 
     # The model first: a missing run directory also means a missing config.yaml, and the
     # default columns that replace it would blame the data instead.
     path = models.resolve(model_dir, key="--model")
-    data.check_columns(ds, task.columns(with_labels=with_labels), source)
+    for ds, source in tables:
+        data.check_columns(ds, task.columns(with_labels=with_labels), source)
     quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer, "--model")
     if check is not None:
         check(task)
-    encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
-
-    from lmctl.engine.infer import run_inference
     from lmctl.engine.train import make_accelerator
 
     accelerator = make_accelerator(cfg.training)
-    model = accelerator.prepare(model)
+    return tokenizer, accelerator.prepare(model), accelerator
+
+
+def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: int | None, console, description: str):
+    """Encode `ds` and run the loaded model on it; outputs come back in input order."""
+    from lmctl.engine.infer import run_inference
+
+    tokenizer, model, accelerator = loaded
+    encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
     with console.progress(len(encoded), description) as bar:
         outputs = run_inference(accelerator, model, task, encoded, batch_size or cfg.training.eval_batch, progress=bar)
     return encoded, outputs
@@ -196,28 +206,35 @@ def check_gates(gates, names) -> None:
         raise UserError(f"--fail-under: unknown metric '{unknown[0]}'; this task reports: {', '.join(sorted(names))}")
 
 
-def evaluate(cfg, model_dir: str, data_file: str | None, batch_size: int | None, console: Console,
-             gates=()) -> dict:
-    """Score a trained model on a labelled file; returns metrics (plus a confusion matrix if any)."""
+def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int | None, console: Console,
+             gates=()) -> list[dict]:
+    """Score a trained model on each labelled file (default: the config's validation files); one
+    result per file: metrics, plus a confusion matrix where the task has one."""
     from lmctl import data
 
-    data_file = data_file or cfg.data.validation_file or cfg.data.test_file
-    if not data_file:
+    files = list(data_files or []) or list(cfg.data.eval_files().values()) or \
+        ([cfg.data.test_file] if cfg.data.test_file else [])
+    if not files:
         raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
     task = make_task(cfg, console)
-    ds = data.read_table(data_file, "--data", text_columns(task, with_labels=True))
+    # Every file is read before the model loads: a bad one costs a second, not a model load.
+    tables = [(data.read_table(f, "--data", text_columns(task, with_labels=True)), f) for f in files]
     # A misspelt --fail-under metric fails before inference (the metric names are known once the model loaded).
-    encoded, outputs = _infer(cfg, task, model_dir, ds, data_file, True, batch_size, console, "evaluate",
-                              check=lambda task: check_gates(gates, task.metric_names))
-    metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
-    check_gates(gates, metrics)
-    result = {"model": str(model_dir), "data": str(data_file), "examples": task.count_examples(encoded),
-              "metrics": metrics}
-    matrix = task.confusion(outputs)
-    if matrix is not None:
-        names, values = matrix
-        result["confusion_matrix"] = {"labels": names, "matrix": values.tolist()}
-    return result
+    loaded = _load_for_inference(cfg, task, model_dir, tables, True,
+                                 check=lambda task: check_gates(gates, task.metric_names))
+    results = []
+    for ds, data_file in tables:
+        encoded, outputs = _infer(cfg, task, loaded, ds, data_file, True, batch_size, console, "evaluate")
+        metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
+        check_gates(gates, metrics)
+        result = {"model": str(model_dir), "data": str(data_file), "examples": task.count_examples(encoded),
+                  "metrics": metrics}
+        matrix = task.confusion(outputs)
+        if matrix is not None:
+            names, values = matrix
+            result["confusion_matrix"] = {"labels": names, "matrix": values.tolist()}
+        results.append(result)
+    return results
 
 
 def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console,
@@ -234,7 +251,8 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
         ds, source = data.read_stdin(columns), "stdin"
     else:
         ds, source = data.read_table(input_file, "--input", columns), input_file
-    encoded, outputs = _infer(cfg, task, model_dir, ds, source, False, batch_size, console, "predict")
+    loaded = _load_for_inference(cfg, task, model_dir, [(ds, source)], False)
+    encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size, console, "predict")
     records = task.predict_records(outputs, encoded)
     # Echo the input text so each line of the output stands on its own.
     shown = [c for c in columns if c in ds.column_names]

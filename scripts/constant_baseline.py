@@ -35,7 +35,10 @@ def main() -> None:
         raise SystemExit(f"error: {args.config}: task {cfg.task}; a constant baseline is for text-classification")
     d = cfg.data
     splits, fingerprints = data.load_splits(cfg, tuple(c for c in (d.text_column, d.text_pair_column) if c))
-    train, dev = splits["train"], splits["validation"]
+    train, evals = splits["train"], splits["eval"]
+    if len(evals) != 1:
+        raise SystemExit(f"error: {args.config}: give one validation file (data.validation_file), not {len(evals)}")
+    dev = next(iter(evals.values()))
     names = list(d.label_names) if d.label_names else sorted({str(v) for v in train[d.label_column]})
 
     def label_id(value) -> int:

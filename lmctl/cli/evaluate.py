@@ -28,7 +28,8 @@ def parse_gates(gates: list[str]) -> dict[str, float]:
 @guarded
 def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory or model directory (or hub id).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled file: csv, tsv, json, jsonl, parquet.")] = None,
+    data: Annotated[Optional[list[str]], typer.Option(
+        "--data", "-d", help="Labelled file: csv, tsv, json, jsonl, parquet (repeatable; default: the run's validation files).")] = None,
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for columns/task; default: the run's config.yaml.")] = None,
     set_: SetOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
@@ -48,24 +49,31 @@ def evaluate(
     gates = parse_gates(fail_under or [])
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
     console = Console()
-    result = run.evaluate(cfg, model, data, batch_size, console, gates=gates)
-    metrics = result["metrics"]
+    results = run.evaluate(cfg, model, data, batch_size, console, gates=gates)
     out = Console(stream=sys.stdout)
-    out.table(f"{result['examples']} examples from {result['data']}",
-              [(k, f"{v:.4f}") for k, v in sorted(metrics.items())])
-    if "confusion_matrix" in result:
-        cm = result["confusion_matrix"]
-        out.table("confusion matrix (rows: true, columns: predicted)",
-                  [(name, *row) for name, row in zip(cm["labels"], cm["matrix"])], header=("", *cm["labels"]))
-    failed = [f"{g} {metrics[g]:.4f} < {v}" for g, v in gates.items() if metrics[g] < v]
-    result["gates"] = {"thresholds": gates, "failed": failed}
-    if output:
-        write_json(output, result)
+    failed = []
+    for result in results:
+        metrics = result["metrics"]
+        out.table(f"{result['examples']} examples from {result['data']}",
+                  [(k, f"{v:.4f}") for k, v in sorted(metrics.items())])
         if "confusion_matrix" in result:
-            from lmctl.plots import write_confusion
-
             cm = result["confusion_matrix"]
-            write_confusion(output.with_suffix(".confusion.png"), cm["labels"], cm["matrix"])
+            out.table("confusion matrix (rows: true, columns: predicted)",
+                      [(name, *row) for name, row in zip(cm["labels"], cm["matrix"])], header=("", *cm["labels"]))
+        # The gates hold for every evaluation file.
+        result["gates"] = {"thresholds": gates, "failed": [f"{g} {metrics[g]:.4f} < {v}" for g, v in gates.items()
+                                                           if metrics[g] < v]}
+        failed += [f"{result['data']}: {line}" if len(results) > 1 else line for line in result["gates"]["failed"]]
+    if output:
+        # One file keeps the one-result shape; several are listed in order.
+        write_json(output, results[0] if len(results) == 1 else {"model": str(model), "sets": results})
+        for i, result in enumerate(results):
+            if "confusion_matrix" in result:
+                from lmctl.plots import write_confusion
+
+                cm = result["confusion_matrix"]
+                suffix = ".confusion.png" if len(results) == 1 else f".{i + 1}.confusion.png"
+                write_confusion(output.with_suffix(suffix), cm["labels"], cm["matrix"])
     if failed:
         print(f"gate failed: {'; '.join(failed)}", file=sys.stderr)
         raise typer.Exit(EXIT_GATE_FAILED)

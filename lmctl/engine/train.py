@@ -19,6 +19,7 @@ import torch
 from lmctl import families
 from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
+from lmctl.config import metric_key
 from lmctl.errors import UserError
 from lmctl.metrics import greater_is_better
 from lmctl.models import save_pretrained
@@ -84,14 +85,18 @@ def save_model(accelerator, model, tokenizer, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def _greater_is_better(t, task) -> bool:
+def _best_metric(t, task, eval_sets) -> tuple[str, bool]:
+    """The metric that picks the kept model (default: the task's main metric on the first
+    evaluation set), and whether higher is better."""
+    first = next(iter(eval_sets))
+    name = t.metric_for_best or metric_key(first, task.main_metric)
+    if t.greater_is_better is not None:
+        return name, t.greater_is_better
     # The task's direction belongs to its main metric only: `metric_for_best: loss` on a
     # classification task must keep the lowest loss, not the highest (as transformers' Trainer).
-    if t.greater_is_better is not None:
-        return t.greater_is_better
-    if not t.metric_for_best or t.metric_for_best == task.main_metric:
-        return task.greater_is_better
-    return greater_is_better(t.metric_for_best)
+    if name in (metric_key(s, task.main_metric) for s in eval_sets):
+        return name, task.greater_is_better
+    return name, greater_is_better(name)
 
 
 class Interrupted(Exception):
@@ -165,11 +170,12 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator,
+def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
           resume_from: Path | None = None) -> dict:
-    """Train `model` on `train_enc`; returns final metrics. The kept model is in `output_dir`."""
+    """Train `model` on `train_enc`, evaluating on each of `eval_sets` (set name, or None for the one
+    unnamed set → encoded data); returns final metrics. The kept model is in `output_dir`."""
     try:
-        return _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir, console, accelerator, resume_from)
+        return _train(cfg, task, model, tokenizer, train_enc, eval_sets, output_dir, console, accelerator, resume_from)
     except torch.OutOfMemoryError:
         t = cfg.training
         per_device = t.batch_size // accelerator.num_processes
@@ -180,7 +186,7 @@ def train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, co
         ) from None
 
 
-def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, console, accelerator,
+def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
            resume_from: Path | None = None) -> dict:
     from lmctl.engine.checkpoint import load_trainer_state, save_checkpoint
 
@@ -209,14 +215,15 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_enc, output_dir: Path, c
         st = TrainState(**load_trainer_state(resume_from))
         console.log(f"resumed from {resume_from} (step {st.completed_steps}, epoch {st.epoch}, "
                     f"batch {st.batches_in_epoch})")
-    best_metric = t.metric_for_best or task.main_metric
-    greater = _greater_is_better(t, task)
+    best_metric, greater = _best_metric(t, task, eval_sets)
 
     def evaluate(epoch: float) -> bool:
         """Evaluate, keep the model if it is the best so far; True means stop early."""
         step = st.completed_steps
-        outputs = run_inference(accelerator, model, task, eval_enc, t.eval_batch)
-        metrics = {k: float(v) for k, v in task.compute_metrics(outputs, eval_enc).items()}
+        metrics = {}
+        for eval_set, encoded in eval_sets.items():
+            outputs = run_inference(accelerator, model, task, encoded, t.eval_batch)
+            metrics.update({metric_key(eval_set, k): float(v) for k, v in task.compute_metrics(outputs, encoded).items()})
         improved = st.update_best(best_metric, greater, metrics, step)
         st.last_eval_step, st.last_metrics = step, metrics
         log.write({"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
