@@ -30,7 +30,7 @@ class Console:
 
             # Off a terminal rich assumes 80 columns and would wrap every cell of a wide table.
             self._rich = RichConsole(file=self.stream, highlight=False, soft_wrap=True,
-                                     width=None if self.stream.isatty() else 240)
+                                     width=None if self.stream.isatty() else 1000)
         return self._rich
 
     def log(self, message: str) -> None:
