@@ -56,8 +56,9 @@ def _leaf_names(model) -> list[str]:
     return sorted(names)
 
 
-def _matches(model, target: str) -> bool:
-    return any(name == target or name.endswith("." + target) for name, _ in model.named_modules())
+def _named(model, target: str):
+    """The modules `target` names, as peft matches it: the whole name or its last parts."""
+    return [module for name, module in model.named_modules() if name == target or name.endswith("." + target)]
 
 
 def new_modules(model, missing_keys: list[str]) -> list[str]:
@@ -78,7 +79,7 @@ def wrap(model, spec, base_name: str, missing_keys: list[str]):
                         f"list the modules to adapt (this model has: {', '.join(_leaf_names(model))})")
     for key, names in (("target_modules", targets), ("modules_to_save", spec.modules_to_save or [])):
         for target in names:
-            if not _matches(model, target):
+            if not _named(model, target):
                 raise UserError(f"model.peft.{key}: {type(model).__name__} has no module '{target}'; "
                                 f"it has: {', '.join(_leaf_names(model))}")
     to_save = sorted(set(new_modules(model, missing_keys)) | set(spec.modules_to_save or []))
@@ -95,8 +96,7 @@ def _transposed(model, targets: list[str]) -> bool:
     """GPT-2's projections are Conv1D layers, which store the weight as (in, out)."""
     from transformers.pytorch_utils import Conv1D
 
-    return any(isinstance(module, Conv1D) for name, module in model.named_modules()
-               if any(name == t or name.endswith("." + t) for t in targets))
+    return any(isinstance(module, Conv1D) for target in targets for module in _named(model, target))
 
 
 def load(model, path: str):

@@ -200,9 +200,13 @@ def compare(specs: list[str], baseline: str | None = None, sort_by: str | None =
     order_metric = sort_by or metric
     if not any(row.mean(order_metric) is not None for row in rows.values()):
         raise UserError(f"--sort-by {order_metric}: no run reports it; choose one of {', '.join(_eval_names(runs))}")
-    greater = greater_is_better(order_metric)
-    ranked = sorted(rows.values(), key=lambda r: (r.mean(order_metric) is None,
-                                                  -(r.mean(order_metric) or 0) if greater else (r.mean(order_metric) or 0)))
+    sign = -1 if greater_is_better(order_metric) else 1
+
+    def rank_key(row: Row) -> tuple:
+        value = row.mean(order_metric)
+        return (value is None, sign * (value or 0.0))  # rows without the metric last
+
+    ranked = sorted(rows.values(), key=rank_key)
     by_run = {run.path: row for row in ranked for run in row.runs}
     base_row = by_run[Path(reference)] if reference else None
     factor = points(metric, [v for row in ranked for v in row.values(metric)])
@@ -242,11 +246,12 @@ def records(c: Comparison) -> list[dict]:
     out = []
     for rank, row in enumerate(c.rows, 1):
         rec = {"rank": rank, "run": row.label, "runs": [str(r.path) for r in row.runs], "seeds": len(row.runs)}
+        first = _flatten(row.runs[0].config)
         for key in c.keys:
             if key == SEED_KEY:
                 rec[key] = [_flatten(r.config).get(SEED_KEY) for r in row.runs]
             else:
-                rec[key] = row.keys.get(key, _flatten(row.runs[0].config).get(key))
+                rec[key] = row.keys.get(key, first.get(key))
         for m in c.metrics:
             rec[m] = row.mean(m)
             if len(row.runs) > 1:

@@ -196,11 +196,9 @@ def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer,
                                           "model.name_or_path", model_cfg.allow_pickle_weights, **task_kwargs)
         model = apply_pooling(model)
         return adapters.wrap(model, model_cfg.peft, name_or_path, missing) if model_cfg.peft else model
+    # Config validation already refused a family without a head for this task (lmctl.families).
     config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
-    try:
-        return apply_pooling(_auto(auto_class).from_config(config))
-    except ValueError as exc:
-        raise UserError(f"model.from_scratch: family '{scratch.family}' has no model for this task ({exc})") from None
+    return apply_pooling(_auto(auto_class).from_config(config))
 
 
 def save_pretrained(model, output_dir: Path, state_dict: dict) -> None:
