@@ -80,9 +80,18 @@ def read_run(path: Path) -> Run:
         raise UserError(f"{path}: not an lmctl run directory (no config.yaml)")
     if not (path / "metrics.json").is_file():
         raise UserError(f"{path}: no metrics.json (the run did not finish); finish it with --resume or leave it out")
-    data = json.loads((path / "data.json").read_text(encoding="utf-8")) if (path / "data.json").is_file() else {}
-    return Run(path, read_yaml(path / "config.yaml"), json.loads((path / "metrics.json").read_text(encoding="utf-8")),
-               data)
+    data = _read_json(path / "data.json") if (path / "data.json").is_file() else {}
+    return Run(path, read_yaml(path / "config.yaml"), _read_json(path / "metrics.json"), data)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{path}: not a JSON file lmctl wrote (damaged or edited); rerun that run or leave it out") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object; rerun that run or leave it out")
+    return value
 
 
 def expand(specs: list[str]) -> list[Path]:

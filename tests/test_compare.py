@@ -88,6 +88,7 @@ def test_gate_fails_only_when_worse_beyond_tolerance(sweep):
     ("task", "is text-classification but"),
     ("data", "were scored on different data"),
     ("unfinished", "no metrics.json (the run did not finish)"),
+    ("damaged", "metrics.json: not a JSON file lmctl wrote"),
     ("format", "--format xml: use one of table, md, csv, json"),
 ])
 def test_bad_comparisons_are_one_line(sweep, case, expected):
@@ -96,6 +97,10 @@ def test_bad_comparisons_are_one_line(sweep, case, expected):
         args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, task="reranking")))
     elif case == "data":
         args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, validation_sha="bbb")))
+    elif case == "damaged":
+        run = make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5)
+        (run / "metrics.json").write_bytes(b"\xff\xfe{")  # not UTF-8, not JSON
+        args.append(str(run))
     elif case == "unfinished":
         args.append(str(make_run(sweep, "other", lr=1, seed=1, accuracy=0.5, f1=0.5, finished=False)))
     else:
