@@ -240,10 +240,20 @@ class TrainingConfig(_Section):
     """Write a resumable checkpoint every N optimizer steps (output_dir/checkpoints)."""
     save_total_limit: Optional[int] = Field(2, gt=0)
     """Keep only the newest N checkpoints."""
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers that also get train_log.jsonl's values and the config (optional extras)."""
 
     @property
     def eval_batch(self) -> int:
         return self.eval_batch_size or 2 * self.batch_size
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value):
+        # `report_to: tensorboard` and `--set training.report_to=mlflow` name one tracker; none/null: no tracker.
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, str) else value
 
     @field_validator("eval_strategy", "mixed_precision", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 from lmctl import adapters
 from lmctl import config as config_lib
 from lmctl.console import Console, is_main_process, quiet_libraries
+from lmctl.engine import trackers
 from lmctl.errors import UserError
 from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
 from lmctl.tasks import PRETRAINING_TASKS
@@ -78,6 +79,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     if resume_from is None:
         check_output_dir(cfg.output_dir, overwrite)
     name = _checkpoint_name(cfg)
+    trackers.check_installed(cfg.training.report_to)
 
     # Data, and what the task learns from it before a model exists.
     task = make_task(cfg, console)
@@ -101,7 +103,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
 
     from lmctl.engine.train import check_batch_size, make_accelerator, train as train_loop
 
-    accelerator = make_accelerator(cfg.training)
+    accelerator = make_accelerator(cfg.training, out)
     check_batch_size(accelerator, cfg.training)
     set_seed(cfg.training.seed)
     tokenizer = tokenizer_for_run(cfg, task.texts(splits["train"]), name, console, accelerator,

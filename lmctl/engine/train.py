@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lmctl import families
+from lmctl.engine import trackers
 from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
 from lmctl.config import metric_key
@@ -26,7 +27,8 @@ from lmctl.models import save_pretrained
 from lmctl.rundir import RunLog, write_json
 
 
-def make_accelerator(training):
+def make_accelerator(training, output_dir: Path | None = None):
+    """`output_dir`: a training run's directory, where its trackers (training.report_to) write."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
@@ -35,6 +37,7 @@ def make_accelerator(training):
         mixed_precision=training.mixed_precision,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=(trackers.make(training.report_to, output_dir) or None) if output_dir is not None else None,
     )
 
 
@@ -174,6 +177,7 @@ def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: P
           resume_from: Path | None = None) -> dict:
     """Train `model` on `train_enc`, evaluating on each of `eval_sets` (set name, or None for the one
     unnamed set → encoded data); returns final metrics. The kept model is in `output_dir`."""
+    trackers.start(accelerator, cfg, output_dir)
     try:
         return _train(cfg, task, model, tokenizer, train_enc, eval_sets, output_dir, console, accelerator, resume_from)
     except torch.OutOfMemoryError:
@@ -184,6 +188,8 @@ def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: P
             f"(training.batch_size={t.batch_size}, max_length={t.max_length}); halve training.batch_size and "
             f"double training.gradient_accumulation_steps (same global batch), or lower training.max_length"
         ) from None
+    finally:
+        trackers.finish(accelerator)
 
 
 def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
@@ -191,7 +197,12 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: 
     from lmctl.engine.checkpoint import load_trainer_state, save_checkpoint
 
     t = cfg.training
-    log = RunLog(output_dir / "train_log.jsonl", enabled=accelerator.is_main_process)
+    run_log = RunLog(output_dir / "train_log.jsonl", enabled=accelerator.is_main_process)
+
+    def log(record: dict) -> None:
+        run_log.write(record)
+        trackers.log(accelerator, record)
+
     train_loader, sampler = train_dataloader(train_enc, task.collate, t.batch_size, t.group_by_length, t.seed,
                                              t.dataloader_num_workers)
     optimizer = _optimizer(model, t, accelerator.device.type)
@@ -226,7 +237,7 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: 
             metrics.update({metric_key(eval_set, k): float(v) for k, v in task.compute_metrics(outputs, encoded).items()})
         improved = st.update_best(best_metric, greater, metrics, step)
         st.last_eval_step, st.last_metrics = step, metrics
-        log.write({"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
+        log({"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         console.log(f"eval step {step}: {shown}{'  (best)' if improved else ''}")
         if improved and t.save_best:
@@ -297,7 +308,7 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: 
                     st.last_loss = st.interval_loss / st.interval_batches
                     rate = st.interval_samples / max(st.interval_seconds, 1e-9)
                     lr = max(lr_scheduler.get_last_lr())  # the top rate, under layer_lr_decay
-                    log.write({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": st.last_loss,
+                    log({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": st.last_loss,
                                "lr": lr, "samples_per_second": round(rate, 2)})
                     bar.update(step, {"loss": st.last_loss, "lr": lr, "samples/s": round(rate, 1)})
                     st.interval_loss, st.interval_batches, st.interval_samples, st.interval_seconds = 0.0, 0, 0, 0.0
