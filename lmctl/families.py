@@ -4,8 +4,9 @@ Every module that must treat BERT, GPT-2 and T5 differently asks this table: mod
 (size presets, config values a from-scratch model takes from its tokenizer, pad/eos
 fixes), tokenizer_training.py (which tokenizer a family trains), config.py (which
 poolings and task heads a family has, checked before anything loads), the engine
-(where the transformer layers and embeddings are, for layer-wise learning rates) and
-span corruption (T5's sentinel tokens). A fourth family is one more `Family` entry.
+(where the transformer layers and embeddings are, for layer-wise learning rates),
+explanations (which embedding modules carry the input tokens) and span corruption (T5's
+sentinel tokens). A fourth family is one more `Family` entry.
 
 Checkpoints of other architectures still load through `Auto*` classes; they get
 `GENERIC`, which finds layers by the usual module names and assumes nothing else.
@@ -54,6 +55,10 @@ class Family:
     """Words that mark the input embeddings' parameter names."""
     attention_projections: tuple[str, ...]
     """Names of the attention's linear projections (the modules an adapter targets)."""
+    token_embeddings: tuple[tuple[str, int], ...] = ()
+    """(module name suffix, offset) of each token-embedding module a forward pass calls, where
+    attributions are taken: offset 1 for a decoder that reads the input shifted right by one (T5's
+    classifier). Empty: the model's get_input_embeddings()."""
     poolings: tuple[str, ...] = ()
     """`model.pooling` values a classifier of this family accepts (none: it pools its own way)."""
     sentinel: str | None = None
@@ -108,6 +113,7 @@ BERT = Family(
            "causal-lm": "BertLMHeadModel"},
     layer_stacks=("encoder.layer",), embeddings=("embeddings",),
     attention_projections=("query", "key", "value"),
+    token_embeddings=(("embeddings.word_embeddings", 0),),
 )
 
 GPT2 = Family(
@@ -123,6 +129,7 @@ GPT2 = Family(
            "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel"},
     layer_stacks=("h",), embeddings=("wte", "wpe"),
     attention_projections=("c_attn",),  # query, key and value in one fused Conv1D
+    token_embeddings=(("wte", 0),),
     poolings=("last", "mean"),
 )
 
@@ -140,6 +147,8 @@ T5 = Family(
            "span-corruption": "T5ForConditionalGeneration"},
     layer_stacks=("encoder.block", "decoder.block"), embeddings=("shared", "embed_tokens"),
     attention_projections=("q", "k", "v", "o"),
+    # The classifier's decoder reads the input too (shifted right): both carry each token.
+    token_embeddings=(("encoder.embed_tokens", 0), ("decoder.embed_tokens", 1)),
     sentinel="<extra_id_{}>", num_sentinels=100,
 )
 

@@ -240,13 +240,17 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
 
 
 def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console,
-            mode: str | None = None) -> list[dict]:
-    """Predict for every row of `input_file` ('-' for stdin); records come back in input order."""
+            mode: str | None = None, explain_steps: int | None = None) -> list[dict]:
+    """Predict for every row of `input_file` ('-' for stdin); records come back in input order.
+    `explain_steps`: add word attributions (Integrated Gradients with that many steps)."""
     from lmctl import data
 
     task = make_task(cfg, console)
     if mode and mode not in task.predict_modes:
         raise UserError(f"--mode {mode}: task '{cfg.task}' predicts with: {', '.join(task.predict_modes)}")
+    if explain_steps and not task.explains:
+        raise UserError(f"--explain: task '{cfg.task}' has no explanation; explanations are for "
+                        "text-classification models (single texts or pairs)")
     task.set_mode(mode or task.predict_modes[0])
     columns = text_columns(task)
     if input_file == "-":
@@ -256,10 +260,22 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     loaded = _load_for_inference(cfg, task, model_dir, [(ds, source)], False)
     encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size, console, "predict")
     records = task.predict_records(outputs, encoded)
+    if explain_steps:
+        records = [{**r, **e} for r, e in zip(records, _explain(cfg, task, loaded, ds, outputs, explain_steps, console))]
     # Echo the input text so each line of the output stands on its own.
     shown = [c for c in columns if c in ds.column_names]
     rows = [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
     return task.arrange_predictions(rows)
+
+
+def _explain(cfg, task, loaded, ds, outputs, steps: int, console) -> list[dict]:
+    from lmctl.explain import explain
+
+    tokenizer, model, accelerator = loaded
+    texts, pairs, targets = task.explanation_inputs(ds, outputs)
+    with console.progress(len(texts), "explain") as bar:
+        return explain(accelerator.unwrap_model(model), tokenizer, texts, pairs, targets, cfg.training.max_length,
+                       steps, progress=bar)
 
 
 def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, console: Console) -> Path:

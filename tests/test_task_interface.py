@@ -20,8 +20,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmctl"
 REQUIRED = ("columns", "texts", "build_model", "load_model", "encode", "collate", "eval_step",
             "compute_metrics", "predict_records")
 # Hooks with a default in Task, which a task may override.
-DEFAULTED = ("fit", "eval_collate", "set_mode", "count_examples", "confusion", "arrange_predictions")
-ATTRIBUTES = ("name", "auto_class", "main_metric", "greater_is_better", "metric_names", "predict_modes", "mode")
+DEFAULTED = ("fit", "eval_collate", "set_mode", "count_examples", "confusion", "arrange_predictions",
+             "explanation_inputs")
+ATTRIBUTES = ("name", "auto_class", "main_metric", "greater_is_better", "metric_names", "predict_modes", "mode",
+              "explains")
 
 # The columns each task needs set to validate.
 EXTRA = {"reranking": {"data": {"text_pair_column": "candidate"}}}
@@ -60,6 +62,8 @@ def test_task_satisfies_the_interface(name):
     assert task.auto_class.startswith("AutoModelFor") and hasattr(transformers, task.auto_class)
     task.set_mode(task.predict_modes[-1])
     assert task.mode == task.predict_modes[-1]
+    # A task that says it explains gives the inputs to explain.
+    assert task.explains == (cls.explanation_inputs is not Task.explanation_inputs)
     if "arrange_predictions" not in vars(cls):  # reranking orders by query; the rest keep input order
         assert task.arrange_predictions([{"a": 2}, {"a": 1}]) == [{"a": 2}, {"a": 1}]
 

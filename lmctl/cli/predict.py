@@ -23,6 +23,12 @@ def predict(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
     mode: Annotated[Optional[str], typer.Option(
         "--mode", help="classify | generate | score | fill-mask (default: the task's first).")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Text classification: each word's attribution to the predicted label (Integrated "
+                          "Gradients), in 'attributions' (and 'pair_attributions').")] = False,
+    explain_steps: Annotated[int, typer.Option("--explain-steps", min=2, help="Integrated Gradients steps.")] = 50,
+    explain_html: Annotated[Optional[Path], typer.Option(
+        "--explain-html", help="Also write the explanations as a self-contained HTML page (implies --explain).")] = None,
 ) -> None:
     """Predict with MODEL for every row of INPUT; one JSON object per line, in input order."""
     from lmctl import config as config_lib
@@ -31,9 +37,14 @@ def predict(
     from lmctl.rundir import atomic_write_text
 
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
-    records = run.predict(cfg, model, input, batch_size, Console(), mode)
+    explaining = explain or explain_html is not None
+    records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         atomic_write_text(output, text)
     else:
         sys.stdout.write(text)
+    if explain_html is not None:
+        from lmctl.explain import write_html
+
+        write_html(explain_html, records, f"lmctl predict --explain: {model}")

@@ -32,6 +32,8 @@ class Task(Protocol):
     """What `predict` can do with this task; the first is the default."""
     mode: str
     """The current predict mode, or what the task does when it is not predicting."""
+    explains: bool = False
+    """Whether predict can explain this task's outputs (attributions to the input words)."""
 
     def __init__(self, cfg, console) -> None: ...
 
@@ -90,6 +92,11 @@ class Task(Protocol):
     def confusion(self, outputs: dict[str, Any]):
         """(label names, matrix with true labels as rows) for classification; None where it means nothing."""
         return None
+
+    def explanation_inputs(self, ds, outputs: dict[str, Any]) -> tuple[list[str], list[str] | None, list[int]]:
+        """For explanations (tasks with `explains`): the texts, the pair texts (None: single
+        texts) and, per row, the index of the model output to explain (the predicted label)."""
+        raise NotImplementedError(f"task '{self.name}' has no explanation")
 
     def arrange_predictions(self, rows: list[dict]) -> list[dict]:
         """Predict's output order, from input-ordered records with their inputs echoed (default: as is)."""

@@ -226,6 +226,14 @@ class ClassificationTask(Task):
         labels = np.asarray(outputs["labels"]).astype(int)
         return self.label_names, confusion_matrix(labels, preds, labels=list(range(len(self.label_names))))
 
+    explains = True
+
+    def explanation_inputs(self, ds, outputs: dict):
+        logits = np.asarray(outputs["logits"])
+        # Regression has one output; classes: the predicted label's logit.
+        targets = [0] * len(logits) if self.regression else logits.argmax(-1).tolist()
+        return ds[self.text_column], ds[self.pair_column] if self.pair_column else None, targets
+
     def predict_records(self, outputs: dict, encoded=None) -> list[dict]:
         logits = np.asarray(outputs["logits"])
         if self.regression:
