@@ -96,7 +96,12 @@ def _load_adapted(auto_class: str, path: str, tokenizer, trust_remote_code: bool
                         ) from None
     config = load_config(path, trust_remote_code, key)
     model, _ = _from_pretrained(auto_class, base, tokenizer, trust_remote_code, key, allow_pickle, config=config)
-    return adapters.load(apply_pooling(model, key), path)
+    from safetensors import SafetensorError
+
+    try:
+        return adapters.load(apply_pooling(model, key), path)
+    except SafetensorError as exc:
+        raise damaged_weights(path, key, exc) from None
 
 
 def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool, key: str,
@@ -113,6 +118,8 @@ def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote
     # The LOAD REPORT table is noise for the expected case (a new head is MISSING);
     # real mismatches still raise and are reported below.
     hf_logging.set_verbosity_error()
+    from safetensors import SafetensorError
+
     try:
         model, info = _auto(auto_class).from_pretrained(
             name_or_path, config=model_config, trust_remote_code=trust_remote_code, output_loading_info=True,
@@ -128,7 +135,17 @@ def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote
         raise
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, key, exc) from None
+    except SafetensorError as exc:
+        raise damaged_weights(name_or_path, key, exc) from None
     return model, list(info.get("missing_keys") or [])
+
+
+def damaged_weights(name_or_path: str, key: str, exc: Exception) -> UserError:
+    """A weights file that safetensors cannot read (cut short by a full disk or an interrupted copy)."""
+    files = sorted(p.name for p in Path(name_or_path).glob("*.safetensors")) if Path(name_or_path).is_dir() else []
+    where = str(Path(name_or_path) / files[0]) if len(files) == 1 else f"the weights in {name_or_path}"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{key}: {where} is damaged or cut short ({detail}); copy or save the model again")
 
 
 def _safetensors_only(name_or_path: str, allow_pickle: bool, key: str) -> bool | None:

@@ -108,6 +108,14 @@ def _pickle_run(env: Env) -> Path:
     return target
 
 
+def _cut_short_run(env: Env) -> Path:
+    """A run directory whose model.safetensors lost its second half (a full disk, an interrupted copy)."""
+    target = _copy_run(env, "cut")
+    weights = target / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return target
+
+
 def _existing_output(env: Env) -> list[str]:
     env.write("out/results.txt", "earlier results\n")
     return ["finetune", str(env.config())]
@@ -210,6 +218,14 @@ CASES = [
          subprocess=True),
     Case("pickle-only-model-evaluate", lambda e: ["evaluate", "--model", str(_pickle_run(e)), "--data", str(e.dev)],
          ("pickled", "pickle", "safetensors")),
+    Case("weights-cut-short-predict",
+         lambda e: ["predict", "--model", str(_cut_short_run(e)), "--input", str(e.dev)],
+         ("--model", "cut/model.safetensors", "damaged or cut short"), subprocess=True),
+    Case("weights-cut-short-evaluate",
+         lambda e: ["evaluate", "--model", str(_cut_short_run(e)), "--data", str(e.dev)],
+         ("--model", "cut/model.safetensors", "damaged or cut short")),
+    Case("weights-cut-short-finetune", lambda e: _model(e, _cut_short_run(e)),
+         ("model.name_or_path", "cut/model.safetensors", "damaged or cut short")),
     # ---- evaluate / predict ----
     Case("label-unseen-at-evaluation", lambda e: e.evaluate("--data", str(e.write("dev3.tsv", UNSEEN_LABEL))),
          ("dev3.tsv", "row 3", "'neutral'", "not seen in training"), subprocess=True),
