@@ -266,4 +266,9 @@ def test_two_process_lora_matches_one_process(tiny_models, tmp_path):
     assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in ddp.iterdir())
     a, b = _kept(single), _kept(ddp)
     assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=5e-3)
-    assert b["train_loss"] == pytest.approx(a["train_loss"], abs=5e-3)
+    # Training sees dropout (0.1 in the model and the adapter), whose masks differ between one process and
+    # two: one step's loss moved by 5.6e-3 in a CI run. The mean over the run's 20 logged steps averages
+    # that noise down; a real divergence (a wrong global batch, unsynchronised gradients) would not.
+    mean_single, mean_ddp = (sum(losses(r)) / len(losses(r)) for r in (single, ddp))
+    assert len(losses(single)) == len(losses(ddp)) == 20
+    assert mean_ddp == pytest.approx(mean_single, abs=5e-3)
