@@ -117,7 +117,7 @@ def write_html(path: Path, records: list[dict], title: str) -> None:
         shaded = [_shade(r["attributions"], top)]
         if "pair_attributions" in r:
             shaded.append(_shade(r["pair_attributions"], top))
-        label = r.get("label", "score")
+        label = r.get("label", "value")  # regression: the predicted value, explained upwards
         value = r["score"] if "score" in r else r.get("value")
         rows.append(
             f'<tr><td class="n">{i}</td><td class="label">{html.escape(str(label))}</td>'
@@ -136,7 +136,8 @@ hr {{ border: 0; border-top: 1px dashed #bbb; margin: 4px 0; }}
 .key span {{ padding: 1px 6px; border-radius: 3px; margin-right: 8px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="key">Integrated Gradients on the input embeddings, for the predicted label:
+<p class="key">Integrated Gradients on the input embeddings, for the predicted label (regression: towards a
+higher value):
 <span style="background: rgba(22, 163, 74, 0.8)">for it</span>
 <span style="background: rgba(220, 38, 38, 0.8)">against it</span>
 (shade: share of the row's largest; hover a word for its value).</p>
