@@ -309,7 +309,7 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: 
                     rate = st.interval_samples / max(st.interval_seconds, 1e-9)
                     lr = max(lr_scheduler.get_last_lr())  # the top rate, under layer_lr_decay
                     log({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": st.last_loss,
-                               "lr": lr, "samples_per_second": round(rate, 2)})
+                         "lr": lr, "samples_per_second": round(rate, 2)})
                     bar.update(step, {"loss": st.last_loss, "lr": lr, "samples/s": round(rate, 1)})
                     st.interval_loss, st.interval_batches, st.interval_samples, st.interval_seconds = 0.0, 0, 0, 0.0
                 else:
