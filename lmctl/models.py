@@ -30,11 +30,38 @@ def resolve(name_or_path: str | None, key: str = "model.name_or_path") -> str:
 
 
 def _load_error(name: str, key: str, exc: Exception) -> UserError:
+    damaged = _damaged_json(name)
+    if damaged is not None:
+        path, detail = damaged
+        return UserError(f"{key}: {path} is damaged or cut short ({detail}); copy or save the model again")
     text = str(exc)
     if "connect" in text or "offline" in text.lower() or "resolve" in text.lower():
         return UserError(f"{key}: cannot reach the hub to fetch '{name}'; give a local path or check your network")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return UserError(f"{key}: cannot load '{name}': {first}")
+
+
+# The JSON files transformers and peft read from a model directory.
+MODEL_JSON = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "added_tokens.json", "vocab.json", "adapter_config.json",
+              "model.safetensors.index.json"}
+
+
+def _damaged_json(name: str) -> tuple[Path, str] | None:
+    """The first JSON file of a local model directory that does not parse, and why, if any:
+    library errors about such a file rarely say which file it was."""
+    import json
+
+    if not Path(name).is_dir():
+        return None
+    for path in sorted(Path(name).glob("*.json")):
+        if path.name not in MODEL_JSON:  # a run's metrics.json and the like play no part in loading
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str = "model.name_or_path"):

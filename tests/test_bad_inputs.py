@@ -116,6 +116,13 @@ def _cut_short_run(env: Env) -> Path:
     return target
 
 
+def _cut_short_json(env: Env, name: str) -> Path:
+    target = _copy_run(env, "cut-json")
+    path = target / name
+    path.write_bytes(path.read_bytes()[:40])
+    return target
+
+
 def _existing_output(env: Env) -> list[str]:
     env.write("out/results.txt", "earlier results\n")
     return ["finetune", str(env.config())]
@@ -226,6 +233,12 @@ CASES = [
          ("--model", "cut/model.safetensors", "damaged or cut short")),
     Case("weights-cut-short-finetune", lambda e: _model(e, _cut_short_run(e)),
          ("model.name_or_path", "cut/model.safetensors", "damaged or cut short")),
+    Case("tokenizer-json-cut-short-predict",
+         lambda e: ["predict", "--model", str(_cut_short_json(e, "tokenizer.json")), "--input", str(e.dev)],
+         ("--model", "cut-json/tokenizer.json", "damaged or cut short")),
+    Case("config-json-cut-short-evaluate",
+         lambda e: ["evaluate", "--model", str(_cut_short_json(e, "config.json")), "--data", str(e.dev)],
+         ("--model", "cut-json/config.json", "damaged or cut short")),
     # ---- evaluate / predict ----
     Case("label-unseen-at-evaluation", lambda e: e.evaluate("--data", str(e.write("dev3.tsv", UNSEEN_LABEL))),
          ("dev3.tsv", "row 3", "'neutral'", "not seen in training"), subprocess=True),
