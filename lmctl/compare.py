@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmctl.config import read_yaml
+from lmctl.config import flatten, read_yaml
 from lmctl.errors import UserError
 from lmctl.metrics import greater_is_better
 
@@ -108,17 +108,6 @@ def expand(specs: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def _content(fingerprint) -> object:
     """A file's (or a folder's files') sha256: the same data under another path is the same data."""
     if isinstance(fingerprint, list):
@@ -195,7 +184,7 @@ def compare(specs: list[str], baseline: str | None = None, sort_by: str | None =
         if run.score(metric) is None:
             raise UserError(f"{run.path}: metrics.json has no eval_{metric}, the main metric of the others")
 
-    flat = {run.path: {k: v for k, v in _flatten(run.config).items() if k not in _IGNORED_KEYS} for run in runs}
+    flat = {run.path: {k: v for k, v in flatten(run.config).items() if k not in _IGNORED_KEYS} for run in runs}
     every = sorted({k for f in flat.values() for k in f})
     differing = [k for k in every if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
     # Seeds fold: runs that agree on every other differing key are one row.
@@ -255,10 +244,10 @@ def records(c: Comparison) -> list[dict]:
     out = []
     for rank, row in enumerate(c.rows, 1):
         rec = {"rank": rank, "run": row.label, "runs": [str(r.path) for r in row.runs], "seeds": len(row.runs)}
-        first = _flatten(row.runs[0].config)
+        first = flatten(row.runs[0].config)
         for key in c.keys:
             if key == SEED_KEY:
-                rec[key] = [_flatten(r.config).get(SEED_KEY) for r in row.runs]
+                rec[key] = [flatten(r.config).get(SEED_KEY) for r in row.runs]
             else:
                 rec[key] = row.keys.get(key, first.get(key))
         for m in c.metrics:

@@ -477,3 +477,15 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
     model.pop("from_scratch", None)  # a trained run is a checkpoint now
     apply_overrides(raw, overrides)
     return validate(raw, config_path or str(run_config))
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys (`training.learning_rate`); an empty section stays a value."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -37,8 +37,12 @@ def _load_error(name: str, key: str, exc: Exception) -> UserError:
     text = str(exc)
     if "connect" in text or "offline" in text.lower() or "resolve" in text.lower():
         return UserError(f"{key}: cannot reach the hub to fetch '{name}'; give a local path or check your network")
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return UserError(f"{key}: cannot load '{name}': {first}")
+    return UserError(f"{key}: cannot load '{name}': {_first_line(exc)}")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # The JSON files transformers and peft read from a model directory.
@@ -60,7 +64,7 @@ def _damaged_json(name: str) -> tuple[Path, str] | None:
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            return path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return path, _first_line(exc)
     return None
 
 
@@ -128,7 +132,7 @@ def _load_adapted(auto_class: str, path: str, tokenizer, trust_remote_code: bool
     try:
         return adapters.load(apply_pooling(model, key), path)
     except SafetensorError as exc:
-        raise damaged_weights(path, key, exc) from None
+        raise _damaged_weights(path, key, exc) from None
 
 
 def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool, key: str,
@@ -163,16 +167,15 @@ def _from_pretrained(auto_class: str, name_or_path: str, tokenizer, trust_remote
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, key, exc) from None
     except SafetensorError as exc:
-        raise damaged_weights(name_or_path, key, exc) from None
+        raise _damaged_weights(name_or_path, key, exc) from None
     return model, list(info.get("missing_keys") or [])
 
 
-def damaged_weights(name_or_path: str, key: str, exc: Exception) -> UserError:
+def _damaged_weights(name_or_path: str, key: str, exc: Exception) -> UserError:
     """A weights file that safetensors cannot read (cut short by a full disk or an interrupted copy)."""
     files = sorted(p.name for p in Path(name_or_path).glob("*.safetensors")) if Path(name_or_path).is_dir() else []
     where = str(Path(name_or_path) / files[0]) if len(files) == 1 else f"the weights in {name_or_path}"
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UserError(f"{key}: {where} is damaged or cut short ({detail}); copy or save the model again")
+    return UserError(f"{key}: {where} is damaged or cut short ({_first_line(exc)}); copy or save the model again")
 
 
 def _safetensors_only(name_or_path: str, allow_pickle: bool, key: str) -> bool | None:

@@ -14,9 +14,9 @@ import json
 import os
 from pathlib import Path
 
+from lmctl.config import flatten
 from lmctl.errors import UserError
 
-TRACKERS = ("tensorboard", "mlflow", "wandb")
 PROJECT = "lmctl"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_STORE = "mlflow.db"
@@ -49,18 +49,10 @@ def make(names, output_dir: Path) -> list:
     return trackers
 
 
-def hyperparameters(config: dict, prefix: str = "") -> dict:
-    """The config flattened to dotted keys with scalar values (what tracker hyperparameter tables take)."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(hyperparameters(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)  # None and lists: text, as TensorBoard's hparams accept no others
-    return flat
+def hyperparameters(config: dict) -> dict:
+    """The config as dotted keys with scalar values (what tracker hyperparameter tables take)."""
+    # None, lists and empty sections as text: TensorBoard's hparams accept no other types.
+    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in flatten(config).items()}
 
 
 def start(accelerator, cfg, output_dir: Path) -> None:
