@@ -58,6 +58,23 @@ class PeftConfig(_Section):
     """Modules trained in full and saved with the adapter, beside those the checkpoint lacked (a new head)."""
 
 
+class FromTeacherConfig(_Section):
+    """A student built from the distillation teacher: its embeddings, these layers and its head."""
+
+    layers: list[int]
+    """Teacher layer indices (from 0) the student keeps, in order, e.g. [0, 2, 4] of 6 (DistilBERT's
+    every other layer); for T5 the same layers of both stacks."""
+
+    @field_validator("layers")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("name at least one teacher layer, e.g. [0, 2, 4]")
+        if any(i < 0 for i in value) or any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"layer indices count from 0 and must increase, e.g. [0, 2, 4]; got {value}")
+        return value
+
+
 class ModelConfig(_Section):
     name_or_path: Optional[str] = None
     """A hub id (e.g. `bert-base-uncased`) or a local directory with a checkpoint."""
@@ -65,6 +82,8 @@ class ModelConfig(_Section):
     """Tokenizer hub id or directory; defaults to `name_or_path`."""
     from_scratch: Optional[FromScratchConfig] = None
     """Build a randomly initialised model of a family and size instead of loading one."""
+    from_teacher: Optional[FromTeacherConfig] = None
+    """Build the student of a distillation from distill.teacher's weights (needs a distill section)."""
     train_tokenizer: TokenizerTrainingConfig = TokenizerTrainingConfig()
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
@@ -77,8 +96,12 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
-        if self.from_scratch and self.name_or_path:
-            raise ValueError("give either model.name_or_path (a checkpoint) or model.from_scratch, not both")
+        sources = [k for k in ("name_or_path", "from_scratch", "from_teacher") if getattr(self, k)]
+        if len(sources) > 1:
+            raise ValueError(f"give one of model.name_or_path (a checkpoint), model.from_scratch or "
+                             f"model.from_teacher, not {' and '.join('model.' + k for k in sources)}")
+        if self.peft and self.from_teacher:
+            raise ValueError("model.peft: a student built from the teacher trains in full; drop model.peft")
         if self.peft and self.from_scratch:
             raise ValueError("model.peft: adapters train on top of pretrained weights; set model.name_or_path to a "
                              "checkpoint instead of model.from_scratch, or drop model.peft")
@@ -268,6 +291,19 @@ class TrainingConfig(_Section):
         return self
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation (text-classification): the model learns a teacher's outputs as well as the labels."""
+
+    teacher: str
+    """A finetuned run directory or model with the same labels (a hub id works too)."""
+    temperature: float = Field(2.0, gt=0)
+    """Softens both output distributions in the soft-target loss (classes; unused for regression)."""
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the soft-target loss; the label loss gets 1 - alpha (rows without labels: soft only)."""
+    unlabelled_file: Optional[str] = None
+    """More rows, with the text columns but no labels, that only the teacher's outputs supervise."""
+
+
 class Config(_Section):
     task: str
     model: ModelConfig = ModelConfig()
@@ -277,6 +313,7 @@ class Config(_Section):
     generation: GenerationConfig = GenerationConfig()
     qa: QAConfig = QAConfig()
     ranking: RankingConfig = RankingConfig()
+    distill: Optional[DistillConfig] = None
     output_dir: str = "runs/latest"
 
     @model_validator(mode="after")
@@ -300,6 +337,12 @@ class Config(_Section):
         if self.model.peft and self.training.layer_lr_decay != 1:
             raise ValueError("training.layer_lr_decay: not used with model.peft (LoRA trains adapters, not the "
                              "layers); set it to 1 or drop model.peft")
+        if self.model.from_teacher and not self.distill:
+            raise ValueError("model.from_teacher: builds the student from distill.teacher; add a distill section "
+                             "with teacher: RUN_DIR")
+        if self.distill and self.task != "text-classification":
+            raise ValueError(f"distill: distillation is for text-classification (classes or scores), not {self.task}; "
+                             "drop the distill section")
         # A corrupted block holds at least one kept token, one sentinel and eos.
         if self.task == "span-corruption" and self.training.max_length < 3:
             raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
@@ -422,6 +465,8 @@ def _resolve_paths(cfg: Config, config_dir: Path) -> None:
     def near(value: str) -> str:
         return str(config_dir / value) if not Path(value).exists() and (config_dir / value).exists() else value
 
+    if cfg.distill and cfg.distill.unlabelled_file:
+        cfg.distill.unlabelled_file = near(cfg.distill.unlabelled_file)
     for name in ("train_file", "validation_file", "test_file"):
         value = getattr(cfg.data, name)
         if isinstance(value, dict):
@@ -475,6 +520,7 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
     model = raw.setdefault("model", {})
     model["name_or_path"] = model_dir
     model.pop("from_scratch", None)  # a trained run is a checkpoint now
+    model.pop("from_teacher", None)
     apply_overrides(raw, overrides)
     return validate(raw, config_path or str(run_config))
 

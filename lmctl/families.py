@@ -5,6 +5,7 @@ Every module that must treat BERT, GPT-2 and T5 differently asks this table: mod
 fixes), tokenizer_training.py (which tokenizer a family trains), config.py (which
 poolings and task heads a family has, checked before anything loads), the engine
 (where the transformer layers and embeddings are, for layer-wise learning rates),
+distillation (which layers a student copies and the config fields that count them),
 explanations (which embedding modules carry the input tokens) and span corruption (T5's
 sentinel tokens). A fourth family is one more `Family` entry.
 
@@ -55,6 +56,9 @@ class Family:
     """Words that mark the input embeddings' parameter names."""
     attention_projections: tuple[str, ...]
     """Names of the attention's linear projections (the modules an adapter targets)."""
+    depth_fields: tuple[str, ...] = ()
+    """The config field holding each layer stack's depth, in layer_stacks' order: a student built
+    from a teacher's layers sets them (empty: the family's models cannot be cut that way)."""
     token_embeddings: tuple[tuple[str, int], ...] = ()
     """(module name suffix, offset) of each token-embedding module a forward pass calls, where
     attributions are taken: offset 1 for a decoder that reads the input shifted right by one (T5's
@@ -78,6 +82,17 @@ class Family:
         return {name: index[name] + 1 if name in index
                 else 0 if self.is_embedding(name) else top
                 for name in names}, top
+
+    def renumber_layer(self, name: str, position: dict[int, int]) -> str | None:
+        """A parameter name with its layer index mapped through `position` (teacher layer → student
+        layer); None for a layer `position` leaves out; other names as they are."""
+        m = self._layer_index.search(name)
+        if not m:
+            return name
+        index = int(m.group(1))
+        if index not in position:
+            return None
+        return f"{name[:m.start(1)]}{position[index]}{name[m.end(1):]}"
 
     def is_embedding(self, name: str) -> bool:
         return any(word in name for word in self.embeddings)
@@ -111,7 +126,7 @@ BERT = Family(
     heads={"text-classification": "BertForSequenceClassification", "reranking": "BertForSequenceClassification",
            "question-answering": "BertForQuestionAnswering", "masked-lm": "BertForMaskedLM",
            "causal-lm": "BertLMHeadModel"},
-    layer_stacks=("encoder.layer",), embeddings=("embeddings",),
+    layer_stacks=("encoder.layer",), depth_fields=("num_hidden_layers",), embeddings=("embeddings",),
     attention_projections=("query", "key", "value"),
     token_embeddings=(("embeddings.word_embeddings", 0),),
 )
@@ -127,7 +142,7 @@ GPT2 = Family(
     scratch_ids=_gpt2_ids, tokenizer="byte-bpe", quirks=(pad_from_eos,),
     heads={"text-classification": "GPT2ForSequenceClassification", "reranking": "GPT2ForSequenceClassification",
            "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel"},
-    layer_stacks=("h",), embeddings=("wte", "wpe"),
+    layer_stacks=("h",), depth_fields=("n_layer",), embeddings=("wte", "wpe"),
     attention_projections=("c_attn",),  # query, key and value in one fused Conv1D
     token_embeddings=(("wte", 0),),
     poolings=("last", "mean"),
@@ -145,7 +160,8 @@ T5 = Family(
     heads={"text-classification": "T5ForSequenceClassification", "reranking": "T5ForSequenceClassification",
            "question-answering": "T5ForQuestionAnswering", "seq2seq": "T5ForConditionalGeneration",
            "span-corruption": "T5ForConditionalGeneration"},
-    layer_stacks=("encoder.block", "decoder.block"), embeddings=("shared", "embed_tokens"),
+    layer_stacks=("encoder.block", "decoder.block"), depth_fields=("num_layers", "num_decoder_layers"),
+    embeddings=("shared", "embed_tokens"),
     attention_projections=("q", "k", "v", "o"),
     # The classifier's decoder reads the input too (shifted right): both carry each token.
     token_embeddings=(("encoder.embed_tokens", 0), ("decoder.embed_tokens", 1)),
@@ -161,7 +177,7 @@ SIZES = tuple(BERT.presets)
 GENERIC = Family(
     name="generic", model_types=(), config_class="", presets={}, scratch_ids=lambda tokenizer, n: {},
     tokenizer="", quirks=(pad_from_eos,), heads={},
-    layer_stacks=("h", "layer", "layers", "block"), embeddings=("embed", "wte", "wpe", "shared"),
+    layer_stacks=("h", "layer", "layers", "block"), depth_fields=(), embeddings=("embed", "wte", "wpe", "shared"),
     attention_projections=(),
 )
 

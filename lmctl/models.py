@@ -108,7 +108,12 @@ def _auto(name: str):
 def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code: bool = False,
                key: str = "model.name_or_path", allow_pickle: bool = False, **config_kwargs):
     """`from_pretrained` of the `Auto*` class named `auto_class`, with the family's fixes applied
-    and errors made readable. A LoRA run directory loads as its base model plus the adapter."""
+    and errors made readable. A LoRA run directory loads as its base model plus the adapter, an
+    ONNX export (lmctl export --format onnx) as an ONNX Runtime session with the model's interface."""
+    if Path(name_or_path).is_dir() and (Path(name_or_path) / "onnx.json").is_file():
+        from lmctl import onnx_model
+
+        return onnx_model.load(name_or_path, key)
     if adapters.is_adapter_dir(name_or_path):
         return _load_adapted(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle)
     model, _ = _from_pretrained(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle,

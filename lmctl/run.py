@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from lmctl import adapters
+from lmctl import adapters, distill
 from lmctl import config as config_lib
 from lmctl.console import Console, is_main_process, quiet_libraries
 from lmctl.engine import trackers
@@ -78,7 +78,8 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     resume_from = _resume_checkpoint(cfg, resume, overwrite, console) if resume else None
     if resume_from is None:
         check_output_dir(cfg.output_dir, overwrite)
-    name = _checkpoint_name(cfg)
+    teacher_path = distill.check(cfg) if cfg.distill else None
+    name = teacher_path if cfg.model.from_teacher else _checkpoint_name(cfg)
     trackers.check_installed(cfg.training.report_to)
 
     # Data, and what the task learns from it before a model exists.
@@ -90,6 +91,11 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     for eval_set, ds in splits["eval"].items():
         data.check_columns(ds, columns, f"validation data ({data.source_name(cfg, 'validation', eval_set)})")
     task.fit(splits["train"])
+    teacher = None
+    if cfg.distill:
+        fingerprints.update(distill.unlabelled_fingerprint(cfg))
+        teacher = distill.Teacher(cfg, teacher_path, make_task, console)
+        teacher.check_labels(task)
     # A misspelt metric_for_best would otherwise fail at the first evaluation, after the model
     # loaded and the output directory was replaced.
     best = cfg.training.metric_for_best
@@ -112,9 +118,19 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
         train_enc = task.encode(splits["train"], tokenizer, "train", data.source_name(cfg, "train"))
         eval_sets = {eval_set: task.encode(ds, tokenizer, "eval", data.source_name(cfg, "validation", eval_set))
                      for eval_set, ds in splits["eval"].items()}
-    model = task.build_model(name, tokenizer)
-    console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters"
-                f"{' (from scratch)' if name is None else ' from ' + name}")
+    loss_fn = None
+    if teacher is not None:
+        train_enc, _ = distill.add_teacher_targets(cfg, task, tokenizer, teacher, splits["train"], train_enc,
+                                                   accelerator, console)
+        loss_fn = distill.loss_fn(cfg.distill.temperature, cfg.distill.alpha, task.regression)
+        console.log(distill.describe(cfg, name))
+    if cfg.model.from_teacher:
+        model = distill.student_from_teacher(teacher.model, cfg.model.from_teacher.layers)
+    else:
+        model = task.build_model(name, tokenizer)
+    source = (f" from layers {cfg.model.from_teacher.layers} of {name}" if cfg.model.from_teacher
+              else " (from scratch)" if name is None else " from " + name)
+    console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters{source}")
     if adapters.is_adapted(model):
         console.log(adapters.describe(model))
 
@@ -123,12 +139,30 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
         _start_run_dir(cfg, out, overwrite, fingerprints, tokenizer, resume_from)
         write_json(out / "environment.json", environment(accelerator))
     accelerator.wait_for_everyone()
-    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_sets, out, console, accelerator, resume_from)
+    if teacher is not None:
+        teacher.model.to("cpu")  # its outputs are a column now; keep the device for the student
+    metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_sets, out, console, accelerator, resume_from,
+                         loss_fn)
+    if teacher is not None:
+        metrics = _distill_report(cfg, task, teacher, tokenizer, splits["eval"], eval_sets, out, metrics, accelerator,
+                                  console)
     if accelerator.is_main_process:
         from lmctl.plots import write_curves
 
         write_curves(out)
     console.log(f"run directory: {out}")
+    return metrics
+
+
+def _distill_report(cfg, task, teacher, tokenizer, eval_rows, eval_sets, out: Path, metrics: dict, accelerator,
+                    console) -> dict:
+    """metrics.json gains the teacher's scores and its agreement with the kept student."""
+    student = task.load_model(str(out), tokenizer, "output_dir")
+    extra = distill.report(accelerator, teacher, task, eval_rows, eval_sets, student)
+    console.log("distill: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+    metrics = {**metrics, **extra}
+    if accelerator.is_main_process:
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -188,7 +222,8 @@ def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, st
     from lmctl.engine.train import make_accelerator
 
     accelerator = make_accelerator(cfg.training)
-    return tokenizer, accelerator.prepare(model), accelerator
+    # An ONNX Runtime session has no parameters to place or wrap; its inputs go to the CPU.
+    return tokenizer, model if getattr(model, "is_onnx", False) else accelerator.prepare(model), accelerator
 
 
 def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: int | None, console, description: str):
@@ -272,33 +307,104 @@ def _explain(cfg, task, loaded, ds, outputs, steps: int, console) -> list[dict]:
     from lmctl.explain import explain
 
     tokenizer, model, accelerator = loaded
+    if getattr(model, "is_onnx", False):
+        raise UserError(f"--explain: {cfg.model.name_or_path} is an ONNX export, which has no gradients; explain "
+                        "with the run directory it was exported from")
     texts, pairs, targets = task.explanation_inputs(ds, outputs)
     with console.progress(len(texts), "explain") as bar:
         return explain(accelerator.unwrap_model(model), tokenizer, texts, pairs, targets, cfg.training.max_length,
                        steps, progress=bar)
 
 
-def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, console: Console) -> Path:
+def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, console: Console,
+           fmt: str = "transformers", quantize: str | None = None) -> Path:
     """`lmctl export`: the model of `model_dir` as a plain transformers directory (a LoRA adapter
-    merged into its base with --merge), its tokenizer, and a config.yaml for evaluate/predict."""
-    from lmctl import models
+    merged into its base with --merge) or as ONNX (int8 with quantize), with its tokenizer and a
+    config.yaml for evaluate/predict. Written to a staging directory first: a failed export
+    (or one that fails its own check) leaves OUTPUT as it was."""
+    import shutil
+    import tempfile
 
+    from lmctl import models, onnx_model
+
+    onnx = fmt == "onnx"
+    if onnx:
+        onnx_model.check_scheme(quantize)
+        onnx_model.check_installed()
+    elif quantize:
+        raise UserError(f"--quantize {quantize}: quantized models are ONNX; drop --format transformers")
     check_output_dir(output, overwrite)
     task = make_task(cfg, console)
     path = models.resolve(model_dir, key="--model")
+    if onnx_model.is_onnx_dir(path):
+        raise UserError(f"--model: {model_dir} is an ONNX export already; export from the run directory")
     quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer, "--model")
     if adapters.is_adapted(model):
-        if not merge:
+        if not (merge or onnx):
             raise UserError(f"--model: {model_dir} holds a LoRA adapter; pass --merge to fold it into the base "
                             "model's weights")
         model = adapters.merge(model)
-    out = prepare_output_dir(output, overwrite)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    exported = cfg.model_copy(deep=True)
-    exported.model.peft, exported.model.name_or_path, exported.output_dir = None, str(out), str(out)
-    (out / "config.yaml").write_text(config_lib.dump(exported), encoding="utf-8")
-    console.log(f"exported {type(model).__name__} to {out}")
+    if onnx:
+        onnx_model.check_exportable(cfg.task, model.config)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".lmctl-export-", dir=Path(output).parent))
+    try:
+        if onnx:
+            manifest = onnx_model.export(model, cfg.task, _sample_batches(cfg, task, tokenizer), staging, quantize,
+                                         console)
+            model.config.save_pretrained(staging)  # the labels, for evaluate/predict
+            check = manifest["check"]
+            agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
+            console.log(f"onnx{' ' + quantize if quantize else ''}: exported in {manifest['export_seconds']}s; "
+                        f"checked on {check['rows']} rows against PyTorch: max difference "
+                        f"{check['max_abs_diff']:.2g}{agreement}")
+        else:
+            model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        exported = cfg.model_copy(deep=True)
+        out = Path(output)
+        exported.model.peft, exported.model.name_or_path, exported.output_dir = None, str(out), str(out)
+        exported.distill = None  # the teacher stays behind: the export serves on its own
+        (staging / "config.yaml").write_text(config_lib.dump(exported), encoding="utf-8")
+        out = prepare_output_dir(output, overwrite)
+        for f in staging.iterdir():
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    console.log(f"exported {type(model).__name__} to {out}{' as ONNX' if onnx else ''}"
+                f"{' (' + quantize + ')' if quantize else ''}")
     return out
+
+
+# Rows an export is checked on when the run's validation data is not at hand.
+SAMPLE_TEXTS = ["A short sentence.", "The film was a delight from start to finish, and the cast shines.",
+                "Nothing here worked for me", "Is this the right way to the station?",
+                "Prices rose by 3% in the second quarter.", "ok", "I would not watch it again, not even for free.",
+                "The committee will meet on Tuesday to discuss the new budget and the plans for next year."]
+
+
+def _sample_batches(cfg, task, tokenizer, rows: int = 64, batch_size: int = 16) -> list[dict]:
+    """Model-input batches of up to `rows` rows of the run's validation data (else SAMPLE_TEXTS),
+    collated as evaluate/predict collate them: what an export is checked on."""
+    from datasets import Dataset
+
+    from lmctl import data
+    from lmctl.engine.batching import inference_dataloader
+
+    columns = [c for c in task.columns(with_labels=False).values() if c]
+    files = list(cfg.data.eval_files().values())
+    ds, source = None, "sample texts"
+    if files and Path(files[0]).is_file():
+        table = data.read_table(files[0], "data.validation_file", text_columns(task))
+        if all(c in table.column_names for c in columns):
+            ds, source = table.select(range(min(rows, len(table)))), files[0]
+    if ds is None:
+        ds = Dataset.from_dict({c: SAMPLE_TEXTS for c in columns})
+    encoded = task.encode(ds, tokenizer, "predict", source)
+    batches = []
+    for batch in inference_dataloader(encoded, task.eval_collate, batch_size):
+        batch.pop("index")
+        batches.append(batch)
+    return batches

@@ -1,7 +1,9 @@
-"""`lmctl export`: a run's model as a plain transformers directory that serves on its own."""
+"""`lmctl export`: a run's model as a directory that serves on its own: plain transformers, or
+ONNX (optionally int8) that evaluate/predict run through ONNX Runtime."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -9,21 +11,30 @@ import typer
 from lmctl.cli.common import OverwriteOpt, SetOpt, guarded
 
 
+class Format(str, Enum):
+    transformers = "transformers"
+    onnx = "onnx"
+
+
 @guarded
 def export(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory (or model directory) to export.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the exported model to.")],
+    format: Annotated[Optional[Format], typer.Option("--format", help="transformers (safetensors; the default) or onnx (the default with --quantize).")] = None,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="With --format onnx: int8 (ONNX Runtime dynamic quantization).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into its base model's weights.")] = False,
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for the task; default: the run's config.yaml.")] = None,
     set_: SetOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write MODEL to OUTPUT as a plain transformers model with its tokenizer and config.yaml;
-    `lmctl evaluate/predict --model OUTPUT` and `from_pretrained(OUTPUT)` load it."""
+    """Write MODEL to OUTPUT with its tokenizer and config.yaml: a plain transformers model
+    (`from_pretrained(OUTPUT)` loads it) or, with --format onnx, model.onnx checked against
+    PyTorch. `lmctl evaluate/predict --model OUTPUT` run either."""
     from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
 
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
-    run.export(cfg, model, output, merge, overwrite, Console())
+    fmt = format.value if format else "onnx" if quantize else "transformers"
+    run.export(cfg, model, output, merge, overwrite, Console(), fmt, quantize)

@@ -174,12 +174,14 @@ class _StopSignals:
 
 
 def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
-          resume_from: Path | None = None) -> dict:
+          resume_from: Path | None = None, loss_fn=None) -> dict:
     """Train `model` on `train_enc`, evaluating on each of `eval_sets` (set name, or None for the one
-    unnamed set → encoded data); returns final metrics. The kept model is in `output_dir`."""
+    unnamed set → encoded data); returns final metrics. The kept model is in `output_dir`.
+    `loss_fn(model, batch)`: the training loss when it is not the model's own (distillation)."""
     trackers.start(accelerator, cfg, output_dir)
     try:
-        return _train(cfg, task, model, tokenizer, train_enc, eval_sets, output_dir, console, accelerator, resume_from)
+        return _train(cfg, task, model, tokenizer, train_enc, eval_sets, output_dir, console, accelerator, resume_from,
+                      loss_fn or (lambda model, batch: model(**batch).loss))
     except torch.OutOfMemoryError:
         t = cfg.training
         per_device = t.batch_size // accelerator.num_processes
@@ -193,7 +195,7 @@ def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: P
 
 
 def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
-           resume_from: Path | None = None) -> dict:
+           resume_from: Path | None, loss_fn) -> dict:
     from lmctl.engine.checkpoint import load_trainer_state, save_checkpoint
 
     t = cfg.training
@@ -269,7 +271,7 @@ def _train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: 
             for batch in loader:
                 batches_seen += 1
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = loss_fn(model, batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and t.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)

@@ -1,0 +1,202 @@
+"""Knowledge distillation for text classification: a student learns a teacher's outputs.
+
+The teacher runs once, before training, over every training row and every row of
+distill.unlabelled_file; its logits become a column of the training data, and each step's
+loss is alpha × the soft-target loss + (1 − alpha) × the label loss (rows without a label:
+the soft-target loss only). No teacher forward pass per step: its outputs do not change
+between epochs (it runs in eval mode, without dropout).
+
+Soft-target loss: T²·KL(softmax(teacher/T) ‖ softmax(student/T)) for classes (Hinton et al.;
+the T² keeps its gradients the size of the label loss's), MSE to the teacher's value for
+regression. The teacher reads each row with its own tokenizer, so any student works; a
+student built with `model.from_teacher` shares the teacher's. After training, the teacher's
+scores on the evaluation sets and its agreement with the kept student go in metrics.json.
+"""
+
+from __future__ import annotations
+
+from lmctl import families
+from lmctl.errors import UserError
+
+TEACHER_LOGITS = "teacher_logits"
+KEY = "distill.teacher"
+
+
+def check(cfg) -> str:
+    """The teacher's path, checked before any data is read; `model.from_teacher.layers` against its depth."""
+    from lmctl import models
+
+    path = models.resolve(cfg.distill.teacher, key=KEY)
+    if cfg.model.from_teacher:
+        config = models.load_config(path, cfg.model.trust_remote_code, KEY)
+        family = families.for_model_type(config.model_type)
+        if not family.depth_fields:
+            raise UserError(f"model.from_teacher: the teacher is a '{config.model_type}' model; a student is built "
+                            f"from the layers of {', '.join(families.FAMILY_NAMES)} teachers only (give another "
+                            "checkpoint as model.name_or_path instead)")
+        depth = min(getattr(config, f) or getattr(config, family.depth_fields[0]) for f in family.depth_fields)
+        layers = cfg.model.from_teacher.layers
+        if layers[-1] >= depth:
+            raise UserError(f"model.from_teacher.layers: the teacher {path} has {depth} layers (0 to {depth - 1}); "
+                            f"{layers[-1]} is out of range")
+    return path
+
+
+class Teacher:
+    """The teacher model with its own task instance (its labels) and tokenizer."""
+
+    def __init__(self, cfg, path: str, make_task, console):
+        from lmctl import models
+
+        self.path, self.console = path, console
+        self.task = make_task(cfg, console)
+        self.tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key=KEY)
+        self.model = self.task.load_model(path, self.tokenizer, KEY)
+        self.batch_size = cfg.training.eval_batch
+
+    def check_labels(self, task) -> None:
+        """The student's labels (from the train data or data.label_names) must be the teacher's, in its order."""
+        if self.task.regression != task.regression:
+            kinds = {True: "a score (regression)", False: "classes"}
+            raise UserError(f"{KEY}: {self.path} predicts {kinds[self.task.regression]} but the train data has "
+                            f"{kinds[task.regression]} labels; distil from a teacher trained on this task")
+        if self.task.label_names != task.label_names:
+            raise UserError(f"{KEY}: {self.path} has labels {self.task.label_names} but the train data has "
+                            f"{task.label_names}; distil from a teacher of the same labels (data.label_names "
+                            "fixes their order)")
+
+    def logits(self, accelerator, ds, source: str, with_labels: bool = False):
+        """(encoded rows, outputs) of the teacher on raw rows `ds`, in input order."""
+        from lmctl.engine.infer import run_inference
+
+        encoded = self.task.encode(ds, self.tokenizer, "eval" if with_labels else "predict", source)
+        self.model.to(accelerator.device)  # not prepare(): checkpoints must not save the teacher
+        with self.console.progress(len(encoded), "teacher") as bar:
+            return encoded, run_inference(accelerator, self.model, self.task, encoded, self.batch_size, progress=bar)
+
+
+def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, train_enc, accelerator, console):
+    """Training features with the teacher's logits as a column, plus distill.unlabelled_file's rows
+    (label: ignored) when set. Returns (features, row count of the unlabelled file)."""
+    import time
+
+    import numpy as np
+    from datasets import concatenate_datasets
+
+    from lmctl import data
+
+    start = time.perf_counter()
+    _, outputs = teacher.logits(accelerator, train_rows, data.source_name(cfg, "train"))
+    logits = outputs["logits"]
+    unlabelled = 0
+    if cfg.distill.unlabelled_file:
+        path = cfg.distill.unlabelled_file
+        rows = data.read_table(path, "distill.unlabelled_file", tuple(c for c in task.columns(False).values() if c))
+        data.check_columns(rows, task.columns(with_labels=False), f"distill.unlabelled_file ({path})")
+        unlabelled = len(rows)
+        extra = task.encode(rows, tokenizer, "predict", path)
+        # Unlabelled rows: -100 is ignored by cross-entropy, NaN marks a missing score.
+        extra = extra.add_column("labels", [float("nan") if task.regression else -100] * len(extra))
+        extra = extra.cast(train_enc.features)
+        train_enc = concatenate_datasets([train_enc, extra])
+        logits = np.concatenate([logits, teacher.logits(accelerator, rows, path)[1]["logits"]])
+    console.log(f"distill: teacher {teacher.path} scored {len(logits)} training rows "
+                f"({unlabelled} unlabelled) in {time.perf_counter() - start:.1f}s; reused every epoch")
+    return train_enc.add_column(TEACHER_LOGITS, [row.tolist() for row in logits]), unlabelled
+
+
+def loss_fn(temperature: float, alpha: float, regression: bool):
+    """The training loss of a distillation run: (model, batch with labels and teacher logits) → loss."""
+    import torch
+    import torch.nn.functional as F
+
+    def loss(model, batch):
+        teacher = batch.pop(TEACHER_LOGITS).float()
+        labels = batch.pop("labels")
+        student = model(**batch).logits.float()
+        if regression:
+            student, teacher = student.view(-1), teacher.view(-1)
+            soft = F.mse_loss(student, teacher)
+            known = ~torch.isnan(labels)
+            hard = F.mse_loss(student[known], labels[known].float()) if known.any() else student.sum() * 0
+        else:
+            t = temperature
+            soft = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                            reduction="batchmean") * t * t
+            known = labels != -100
+            hard = F.cross_entropy(student[known], labels[known]) if known.any() else student.sum() * 0
+        return alpha * soft + (1 - alpha) * hard
+
+    return loss
+
+
+def student_from_teacher(teacher_model, layers: list[int]):
+    """A student of the teacher's class and config with only `layers` (teacher indices, renumbered
+    from 0), whose every weight is copied from the teacher: embeddings, those layers, final norms
+    and the task head. For T5, the same layers of both stacks; the relative-position bias that
+    only T5's first layer owns comes from the teacher's first layer when layer 0 is not kept."""
+    import copy
+
+    from lmctl import adapters, models
+
+    if adapters.is_adapted(teacher_model):
+        teacher_model = adapters.merge(teacher_model)
+    family = families.for_model_type(teacher_model.config.model_type)
+    config = copy.deepcopy(teacher_model.config)
+    for field in family.depth_fields:
+        setattr(config, field, len(layers))
+    student = type(teacher_model)(config)
+    position = {old: new for new, old in enumerate(layers)}
+    teacher_state = teacher_model.state_dict()
+    state = {}
+    for name, value in teacher_state.items():
+        renamed = family.renumber_layer(name, position)
+        if renamed is not None:
+            state[renamed] = value
+    # What only a dropped layer owned, under the same name in the student (T5's first-layer bias).
+    missing = [n for n in student.state_dict() if n not in state]
+    state.update({n: teacher_state[n] for n in missing if n in teacher_state})
+    result = student.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"student from teacher: weights left unset {result.missing_keys} or unused "
+                           f"{result.unexpected_keys}")
+    return models.apply_pooling(student)
+
+
+def report(accelerator, teacher: Teacher, task, eval_rows: dict, eval_sets: dict, student) -> dict:
+    """The teacher's scores on each evaluation set, and its agreement with `student` (the kept model):
+    the share of rows with the same label (classes), the Pearson correlation of their outputs (scores)."""
+    import numpy as np
+
+    from lmctl.config import metric_key
+    from lmctl.engine.infer import run_inference
+
+    student = accelerator.prepare(student)
+    out = {}
+    for eval_set, rows in eval_rows.items():
+        teacher_enc, teacher_out = teacher.logits(accelerator, rows, "validation data", with_labels=True)
+        for k, v in teacher.task.compute_metrics(teacher_out, teacher_enc).items():
+            out[f"teacher_eval_{metric_key(eval_set, k)}"] = float(v)
+        student_out = run_inference(accelerator, student, task, eval_sets[eval_set], teacher.batch_size)
+        s, t = np.asarray(student_out["logits"]), np.asarray(teacher_out["logits"])
+        if task.regression:
+            agreement = float(np.corrcoef(s.reshape(-1), t.reshape(-1))[0, 1])
+        else:
+            agreement = float((s.argmax(-1) == t.argmax(-1)).mean())
+        out[f"eval_{metric_key(eval_set, 'teacher_agreement')}"] = agreement
+    return out
+
+
+def unlabelled_fingerprint(cfg) -> dict:
+    from lmctl.data import fingerprint
+
+    path = cfg.distill.unlabelled_file
+    return {"unlabelled_file": fingerprint(path, "distill.unlabelled_file")} if path else {}
+
+
+def describe(cfg, student_name: str | None) -> str:
+    d = cfg.distill
+    student = (f"layers {cfg.model.from_teacher.layers} of the teacher" if cfg.model.from_teacher
+               else student_name or "a model from scratch")
+    return (f"distill: teacher {d.teacher}, student {student}, temperature {d.temperature:g}, "
+            f"alpha {d.alpha:g} (soft-target weight)")

@@ -1,0 +1,204 @@
+"""ONNX export and the model evaluate/predict run from an export through ONNX Runtime.
+
+Export is torch's exporter (`torch.onnx.export(..., dynamo=True)`, batch and sequence
+dimensions dynamic); int8 is ONNX Runtime's dynamic quantization (int8 weights, activations
+quantized on the fly), the maintained path (torch.ao's quantized tensors are deprecated).
+Every export checks itself: the exported model's outputs are compared with PyTorch's on
+the same batches before the directory is written, and the figures go in its manifest.
+
+An export directory holds model.onnx (fp32: with its weights in model.onnx.data), the
+tokenizer, the transformers config (labels) and the run's config.yaml, plus onnx.json, the
+manifest this module reads back: `OnnxModel` takes the place of the PyTorch model in the
+engine's inference loop, with the same inputs and the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lmctl.errors import UserError
+
+MANIFEST = "onnx.json"
+MODEL_FILE = "model.onnx"
+SCHEMES = ("int8",)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Task → the model outputs an export carries (the tasks whose eval_step only reads these).
+OUTPUTS = {"text-classification": ("logits",), "reranking": ("logits",),
+           "question-answering": ("start_logits", "end_logits")}
+# torch 2.13's exporter fails on T5's attention reshape (dynamo) or bakes the eos position in
+# (TorchScript, logits off by 0.37 on the tiny test model): T5 is refused, not exported wrong.
+FAMILIES = ("bert", "gpt2")
+
+
+def is_onnx_dir(path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def check_installed() -> None:
+    from importlib.util import find_spec
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if find_spec(m) is None]
+    if missing:
+        raise UserError(f"ONNX export needs {', '.join(missing)}; pip install 'lmctl[onnx]'")
+
+
+def check_scheme(quantize: str | None) -> None:
+    if quantize is not None and quantize not in SCHEMES:
+        raise UserError(f"--quantize: unknown scheme '{quantize}'; lmctl quantizes to: {', '.join(SCHEMES)}")
+
+
+def check_exportable(task: str, model_config) -> None:
+    if task not in OUTPUTS:
+        raise UserError(f"--format onnx: task '{task}' cannot be exported to ONNX (generation and pretraining "
+                        f"loops stay in PyTorch); exportable tasks: {', '.join(OUTPUTS)}")
+    family = model_config.model_type
+    if family not in FAMILIES:
+        raise UserError(f"--format onnx: a '{family}' model cannot be exported here (torch's exporter fails on "
+                        f"or mistraces it); exportable families: {', '.join(FAMILIES)}")
+
+
+def export(model, task: str, batches: list[dict], out: Path, quantize: str | None, console) -> dict:
+    """Write `model` to out/model.onnx (quantized when `quantize`), check it against PyTorch on
+    `batches` (collated model inputs), and return the manifest (also written to out/onnx.json)."""
+    import logging
+    import tempfile
+    import time
+    import warnings
+
+    outputs = OUTPUTS[task]
+    # The graph's inputs in forward()'s order below (input_ids and attention_mask always come).
+    inputs = [name for name in INPUTS if name in batches[0]]
+
+    class Exported(torch.nn.Module):
+        """Named tensors in, the task's outputs out: the graph's signature."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            named = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            result = self.inner(**{name: named[name] for name in inputs})
+            return tuple(getattr(result, name) for name in outputs)
+
+    model = model.eval()
+    example = tuple(batches[0][name] for name in inputs)
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
+        fp32 = Path(tmp) / MODEL_FILE
+        try:
+            with torch.no_grad():
+                torch.onnx.export(Exported(model), example, str(fp32), dynamo=True, input_names=inputs,
+                                  output_names=list(outputs), verbose=False,
+                                  dynamic_shapes=tuple({0: batch, 1: sequence} for _ in inputs))
+        except Exception as exc:  # the exporter's own error classes, several layers deep
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--format onnx: torch's exporter failed on {type(model).__name__} ({first})") from None
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            root = logging.getLogger()
+            level, root.level = root.level, logging.ERROR  # "consider pre-processing" (shape inference)
+            try:
+                # One scale per output channel: per-tensor scales cost MiniLM 1.4 points of SST-2
+                # accuracy (88.9 → 87.5), per-channel 0.3 (docs/benchmarks.md).
+                quantize_dynamic(str(fp32), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.setLevel(level)
+        else:
+            for f in Path(tmp).iterdir():
+                f.replace(out / f.name)
+    seconds = time.perf_counter() - start
+    files = sorted(f.name for f in out.iterdir() if f.name.startswith(MODEL_FILE))
+    manifest = {"task": task, "format": "onnx", "quantize": quantize, "inputs": inputs, "outputs": list(outputs),
+                "files": files, "export_seconds": round(seconds, 1)}
+    manifest["check"] = _check(model, OnnxModel(out, model.config, manifest), batches, outputs, quantize)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _check(model, exported, batches: list[dict], outputs, quantize: str | None) -> dict:
+    """The exported model against PyTorch on the same batches. fp32: every output within 1e-3 of
+    PyTorch's (relative to the outputs' scale); int8 moves outputs by design, so the check is the
+    label (argmax) agreement, at least 90%, with the largest difference reported beside it."""
+    import numpy as np
+
+    diffs, agree, scale = [], [], 1.0
+    with torch.no_grad():
+        for batch in batches:
+            ref, got = model(**batch), exported(**batch)
+            for name in outputs:
+                r, g = getattr(ref, name).float().numpy(), getattr(got, name).float().numpy()
+                scale = max(scale, float(np.abs(r).max()))
+                diffs.append(float(np.abs(r - g).max()))
+                if r.shape[-1] > 1:
+                    agree.extend((r.argmax(-1) == g.argmax(-1)).reshape(-1).tolist())
+    result = {"rows": sum(len(b["input_ids"]) for b in batches), "max_abs_diff": max(diffs),
+              "label_agreement": float(np.mean(agree)) if agree else None}
+    if quantize is None and result["max_abs_diff"] > 1e-3 * scale:
+        raise UserError(f"--format onnx: the exported model's outputs differ from PyTorch's by "
+                        f"{result['max_abs_diff']:.3g} on {result['rows']} rows (allowed {1e-3 * scale:.3g}); "
+                        "the export was not written")
+    if quantize and agree and result["label_agreement"] < 0.9:
+        raise UserError(f"--quantize {quantize}: the quantized model agrees with PyTorch on only "
+                        f"{100 * result['label_agreement']:.0f}% of {len(agree)} predictions (needs 90%); "
+                        "the export was not written; export without --quantize")
+    return result
+
+
+def load(path: str, key: str):
+    """The model of an export directory, after checking that its files are all there."""
+    from lmctl import models
+
+    check_installed()
+    root = Path(path)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        files = list(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{key}: {root / MANIFEST} is damaged ({exc}); export the model again") from None
+    for name in files:
+        if not (root / name).is_file():
+            raise UserError(f"{key}: {root / name} is missing from the ONNX export; copy the whole directory or "
+                            "export the model again")
+    config = models.load_config(path, key=key)
+    return OnnxModel(root, config, manifest, key)
+
+
+class _Outputs(dict):
+    """Outputs by attribute, as transformers' ModelOutput (`out.logits`)."""
+
+    __getattr__ = dict.__getitem__
+
+
+class OnnxModel(torch.nn.Module):
+    """An ONNX Runtime session behind the PyTorch model's call: named input tensors in, an object
+    with the task's outputs (as tensors) out. No parameters: nothing to train or explain."""
+
+    is_onnx = True
+
+    def __init__(self, root: Path, config, manifest: dict, key: str = "--model"):
+        super().__init__()
+        import onnxruntime as ort
+
+        self.config, self.manifest = config, manifest
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(root / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception classes for unreadable graphs
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{key}: {root / MODEL_FILE} cannot be read ({first}); export the model again") from None
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, **batch):
+        feed = {name: batch[name].cpu().numpy() for name in self.inputs}
+        values = self.session.run(list(self.manifest["outputs"]), feed)
+        device = batch["input_ids"].device
+        return _Outputs({name: torch.from_numpy(v).to(device) for name, v in zip(self.manifest["outputs"], values)})
