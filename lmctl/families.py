@@ -5,7 +5,8 @@ Every module that must treat BERT, GPT-2 and T5 differently asks this table: mod
 fixes), tokenizer_training.py (which tokenizer a family trains), config.py (which
 poolings and task heads a family has, checked before anything loads), the engine
 (where the transformer layers and embeddings are, for layer-wise learning rates),
-distillation (which layers a student copies and the config fields that count them),
+distillation and pruning (which layers a student copies, the config fields that count them,
+the feed-forward blocks pruning narrows),
 explanations (which embedding modules carry the input tokens) and span corruption (T5's
 sentinel tokens). A fourth family is one more `Family` entry.
 
@@ -59,6 +60,10 @@ class Family:
     depth_fields: tuple[str, ...] = ()
     """The config field holding each layer stack's depth, in layer_stacks' order: a student built
     from a teacher's layers sets them (empty: the family's models cannot be cut that way)."""
+    ffn: tuple[str, str, str] = ()
+    """Feed-forward block: (input projection's name ending, output projection's name ending, config
+    field of its width); pruning narrows every layer's block to the same width, which the config
+    then records (empty: not prunable)."""
     token_embeddings: tuple[tuple[str, int], ...] = ()
     """(module name suffix, offset) of each token-embedding module a forward pass calls, where
     attributions are taken: offset 1 for a decoder that reads the input shifted right by one (T5's
@@ -127,6 +132,7 @@ BERT = Family(
            "question-answering": "BertForQuestionAnswering", "masked-lm": "BertForMaskedLM",
            "causal-lm": "BertLMHeadModel"},
     layer_stacks=("encoder.layer",), depth_fields=("num_hidden_layers",), embeddings=("embeddings",),
+    ffn=("intermediate.dense", "output.dense", "intermediate_size"),
     attention_projections=("query", "key", "value"),
     token_embeddings=(("embeddings.word_embeddings", 0),),
 )
@@ -143,6 +149,7 @@ GPT2 = Family(
     heads={"text-classification": "GPT2ForSequenceClassification", "reranking": "GPT2ForSequenceClassification",
            "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel"},
     layer_stacks=("h",), depth_fields=("n_layer",), embeddings=("wte", "wpe"),
+    ffn=("mlp.c_fc", "mlp.c_proj", "n_inner"),  # Conv1D: weights stored [in, out]
     attention_projections=("c_attn",),  # query, key and value in one fused Conv1D
     token_embeddings=(("wte", 0),),
     poolings=("last", "mean"),
@@ -161,6 +168,7 @@ T5 = Family(
            "question-answering": "T5ForQuestionAnswering", "seq2seq": "T5ForConditionalGeneration",
            "span-corruption": "T5ForConditionalGeneration"},
     layer_stacks=("encoder.block", "decoder.block"), depth_fields=("num_layers", "num_decoder_layers"),
+    ffn=("DenseReluDense.wi", "DenseReluDense.wo", "d_ff"),  # gated T5 v1.1 (wi_0, wi_1) is not matched
     embeddings=("shared", "embed_tokens"),
     attention_projections=("q", "k", "v", "o"),
     # The classifier's decoder reads the input too (shifted right): both carry each token.

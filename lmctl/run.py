@@ -311,21 +311,60 @@ def _explain(cfg, task, loaded, ds, outputs, steps: int, console) -> list[dict]:
         raise UserError(f"--explain: {cfg.model.name_or_path} is an ONNX export, which has no gradients; explain "
                         "with the run directory it was exported from")
     texts, pairs, targets = task.explanation_inputs(ds, outputs)
-    with console.progress(len(texts), "explain") as bar:
-        return explain(accelerator.unwrap_model(model), tokenizer, texts, pairs, targets, cfg.training.max_length,
-                       steps, progress=bar)
+    return explain(accelerator.unwrap_model(model), tokenizer, texts, pairs, targets, cfg.training.max_length,
+                   steps, progress=_ChunkProgress(bar, done, len(ds), len(texts)))
+
+
+def _load_for_writing(cfg, model_dir: str, merge: bool, console: Console, command: str):
+    """(task, tokenizer, PyTorch model) of `model_dir` for a command that writes a new model
+    directory from it (export, prune); a LoRA adapter is merged when `merge`."""
+    from lmctl import models, onnx_model
+
+    task = make_task(cfg, console)
+    path = models.resolve(model_dir, key="--model")
+    if onnx_model.is_onnx_dir(path):
+        raise UserError(f"--model: {model_dir} is an ONNX export already; {command} from the run directory")
+    quiet_libraries()
+    tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
+    model = task.load_model(path, tokenizer, "--model")
+    if adapters.is_adapted(model):
+        if not merge:
+            raise UserError(f"--model: {model_dir} holds a LoRA adapter; pass --merge to fold it into the base "
+                            "model's weights")
+        model = adapters.merge(model)
+    return task, tokenizer, model
+
+
+def _write_model_dir(cfg, output: str, overwrite: bool, tokenizer, write) -> Path:
+    """A model directory that serves on its own: `write(staging)` puts the model there, then the
+    tokenizer and a config.yaml pointing at OUTPUT. Staged beside OUTPUT and moved in only when
+    all went well: a failure (an export failing its own check) leaves OUTPUT as it was."""
+    import shutil
+    import tempfile
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".lmctl-", dir=Path(output).parent))
+    try:
+        write(staging)
+        tokenizer.save_pretrained(staging)
+        saved = cfg.model_copy(deep=True)
+        saved.model.peft, saved.model.name_or_path, saved.output_dir = None, str(output), str(output)
+        saved.distill = None  # the teacher stays behind: the directory serves on its own
+        (staging / "config.yaml").write_text(config_lib.dump(saved), encoding="utf-8")
+        out = prepare_output_dir(output, overwrite)
+        for f in staging.iterdir():
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, console: Console,
            fmt: str = "transformers", quantize: str | None = None) -> Path:
     """`lmctl export`: the model of `model_dir` as a plain transformers directory (a LoRA adapter
     merged into its base with --merge) or as ONNX (int8 with quantize), with its tokenizer and a
-    config.yaml for evaluate/predict. Written to a staging directory first: a failed export
-    (or one that fails its own check) leaves OUTPUT as it was."""
-    import shutil
-    import tempfile
-
-    from lmctl import models, onnx_model
+    config.yaml for evaluate/predict. The ONNX model is checked against PyTorch before it is written."""
+    from lmctl import onnx_model
 
     onnx = fmt == "onnx"
     if onnx:
@@ -334,48 +373,62 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
     elif quantize:
         raise UserError(f"--quantize {quantize}: quantized models are ONNX; drop --format transformers")
     check_output_dir(output, overwrite)
-    task = make_task(cfg, console)
-    path = models.resolve(model_dir, key="--model")
-    if onnx_model.is_onnx_dir(path):
-        raise UserError(f"--model: {model_dir} is an ONNX export already; export from the run directory")
-    quiet_libraries()
-    tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
-    model = task.load_model(path, tokenizer, "--model")
-    if adapters.is_adapted(model):
-        if not (merge or onnx):
-            raise UserError(f"--model: {model_dir} holds a LoRA adapter; pass --merge to fold it into the base "
-                            "model's weights")
-        model = adapters.merge(model)
+    task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
         onnx_model.check_exportable(cfg.task, model.config)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".lmctl-export-", dir=Path(output).parent))
-    try:
-        if onnx:
-            manifest = onnx_model.export(model, cfg.task, _sample_batches(cfg, task, tokenizer), staging, quantize,
-                                         console)
-            model.config.save_pretrained(staging)  # the labels, for evaluate/predict
-            check = manifest["check"]
-            agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
-            console.log(f"onnx{' ' + quantize if quantize else ''}: exported in {manifest['export_seconds']}s; "
-                        f"checked on {check['rows']} rows against PyTorch: max difference "
-                        f"{check['max_abs_diff']:.2g}{agreement}")
-        else:
+
+    def write(staging: Path) -> None:
+        if not onnx:
             model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        exported = cfg.model_copy(deep=True)
-        out = Path(output)
-        exported.model.peft, exported.model.name_or_path, exported.output_dir = None, str(out), str(out)
-        exported.distill = None  # the teacher stays behind: the export serves on its own
-        (staging / "config.yaml").write_text(config_lib.dump(exported), encoding="utf-8")
-        out = prepare_output_dir(output, overwrite)
-        for f in staging.iterdir():
-            f.replace(out / f.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            return
+        manifest = onnx_model.export(model, cfg.task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
+        model.config.save_pretrained(staging)  # the labels, for evaluate/predict
+        check = manifest["check"]
+        agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
+        console.log(f"onnx{' ' + quantize if quantize else ''}: exported in {manifest['export_seconds']}s; "
+                    f"checked on {check['rows']} rows against PyTorch: max difference "
+                    f"{check['max_abs_diff']:.2g}{agreement}")
+
+    out = _write_model_dir(cfg, output, overwrite, tokenizer, write)
     console.log(f"exported {type(model).__name__} to {out}{' as ONNX' if onnx else ''}"
                 f"{' (' + quantize + ')' if quantize else ''}")
     return out
+
+
+def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float | None, data_file: str | None,
+          rows: int, merge: bool, overwrite: bool, console: Console) -> dict:
+    """`lmctl prune`: fewer layers and/or narrower feed-forward blocks, chosen on labelled rows
+    (--data, else the run's training file); OUTPUT is a plain checkpoint plus prune.json."""
+    from lmctl import data
+    from lmctl import prune as pruning
+
+    source = data_file or cfg.data.train_file or next(iter(cfg.data.eval_files().values()), None)
+    if not source:
+        raise UserError("prune: no labelled data to score importance on; pass --data FILE")
+    check_output_dir(output, overwrite)
+    task = make_task(cfg, console)
+    key = "--data" if data_file else "data.train_file" if cfg.data.train_file else "data.validation_file"
+    ds = data.read_table(source, key, text_columns(task, with_labels=True))
+    data.check_columns(ds, task.columns(with_labels=True), source)
+    task, tokenizer, model = _load_for_writing(cfg, model_dir, merge, console, "prune")
+    pruning.check(model, keep_layers, ffn)
+    ds = ds.shuffle(seed=cfg.training.seed).select(range(min(rows, len(ds))))
+    from lmctl.models import count_parameters
+
+    before = count_parameters(model)
+    pruned, report = pruning.prune(model, pruning.batches(task, tokenizer, ds, cfg.training.eval_batch), keep_layers,
+                                   ffn, console)
+    report.update(rows=len(ds), data=str(source), parameters=[before, count_parameters(pruned)])
+
+    def write(staging: Path) -> None:
+        pruned.save_pretrained(staging, safe_serialization=True)
+        write_json(staging / "prune.json", report)
+
+    out = _write_model_dir(cfg, output, overwrite, tokenizer, write)
+    console.log(f"pruned {before / 1e6:.2f}M → {report['parameters'][1] / 1e6:.2f}M parameters; loss on {len(ds)} "
+                f"rows {report['loss_before']:.4f} → {report['loss_after']:.4f}; finetune or distil it to recover "
+                f"({out})")
+    return report
 
 
 # Rows an export is checked on when the run's validation data is not at hand.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain
+from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain, prune
 
 app = typer.Typer(
     name="lmctl",
@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": evaluate.evaluate,
     "predict": predict.predict,
     "export": export.export,
+    "prune": prune.prune,
     "compare": compare.compare,
 }
 for _name, _fn in COMMANDS.items():
