@@ -53,20 +53,27 @@ class Console:
             table.add_row(*[str(c) for c in row])
         self.rich.print(table)
 
-    def progress(self, total: int, description: str) -> "Progress":
-        return Progress(self, total, description)
+    def progress(self, total: int | None, description: str, unit: str | None = None) -> "Progress":
+        return Progress(self, total, description, unit=unit)
 
 
 class Progress:
-    """A bar with loss / lr / samples/s on a terminal; one line per interval otherwise."""
+    """A bar with loss / lr / samples/s on a terminal; one line per interval otherwise.
 
-    def __init__(self, console: Console, total: int, description: str, interval_s: float = 30.0):
+    `total` None: not known ahead (a stream), so no eta. `unit` (e.g. "rows"): show the rate
+    `completed` counts at, in units/s."""
+
+    def __init__(self, console: Console, total: int | None, description: str, interval_s: float = 30.0,
+                 unit: str | None = None):
         self.console = console
         self.total = total
         self.description = description
         self.interval_s = interval_s
+        self.unit = unit
         self._bar = None
-        self._last_line = 0.0
+        self._last_line = float("-inf")  # seconds after the start; `_lined`: the count that line showed
+        self._lined = 0
+        self._text = ""
         self._start = time.perf_counter()
         self.completed = 0
 
@@ -86,22 +93,29 @@ class Progress:
 
     def update(self, completed: int, stats: dict | None = None) -> None:
         self.completed = completed
-        text = "  ".join(f"{k} {_fmt(v)}" for k, v in (stats or {}).items())
+        elapsed = time.perf_counter() - self._start
+        if self.unit:
+            rate = completed / elapsed if elapsed > 0 else 0.0
+            stats = {**(stats or {}), f"{self.unit}/s": round(rate) if rate >= 100 else round(rate, 1)}
+        self._text = "  ".join(f"{k} {_fmt(v)}" for k, v in (stats or {}).items())
         if self._bar is not None:
-            self._bar.update(self._task, completed=completed, stats=text)
-        elif self.console.enabled:
-            now = time.perf_counter()
-            if now - self._last_line >= self.interval_s or completed == self.total:
-                self._last_line = now
-                elapsed = now - self._start
-                eta = elapsed / completed * (self.total - completed) if completed else 0.0
-                self.console.log(
-                    f"{self.description} {completed}/{self.total}  {text}  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
-                )
+            self._bar.update(self._task, completed=completed, stats=self._text)
+        elif self.console.enabled and (elapsed - self._last_line >= self.interval_s or completed == self.total):
+            self._line(elapsed)
 
-    def __exit__(self, *exc) -> None:
+    def _line(self, elapsed: float) -> None:
+        self._last_line, self._lined = elapsed, self.completed
+        done = self.completed if self.total is None else f"{self.completed}/{self.total}"
+        eta = "" if self.total is None or not self.completed else \
+            f"  eta {elapsed / self.completed * (self.total - self.completed):.0f}s"
+        self.console.log(f"{self.description} {done}  {self._text}  elapsed {elapsed:.0f}s{eta}")
+
+    def __exit__(self, exc_type, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+        elif self.console.enabled and exc_type is None and self._lined != self.completed:
+            # The last count, where it never reached a known total (a stream's rows are counted as read).
+            self._line(time.perf_counter() - self._start)
 
 
 def _fmt(value) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmctl.errors import UserError
@@ -51,11 +53,24 @@ def _decode(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")  # -sig: GLUE's MRPC files start with a byte-order mark
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise UserError(
-            f"{path}: line {line}: bytes that are not UTF-8 ({raw[exc.start:exc.start + 4]!r}); "
-            "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
+        raise _not_utf8(path, raw.count(b"\n", 0, exc.start) + 1, raw[exc.start:exc.start + 4]) from None
+
+
+def _not_utf8(path: Path, line: int, bad: bytes) -> UserError:
+    return UserError(f"{path}: line {line}: bytes that are not UTF-8 ({bad!r}); "
+                     "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _first_bad_line(path: Path) -> UserError:
+    """The not-UTF-8 error for a file that was read in pieces: its line found by a second pass (a
+    multi-byte character never holds a newline byte, so lines decode on their own)."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _not_utf8(path, n, line[exc.start:exc.start + 4])
+    return UserError(f"{path}: bytes that are not UTF-8; re-save the file as UTF-8")
 
 
 def expand(spec: str, key: str) -> list[Path]:
@@ -101,24 +116,39 @@ def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_se
 
     p = Path(path)
     fmt = file_format(p)
-    try:
+    with _parse_errors(p, fmt):
         if fmt == "parquet":
             return pd.read_parquet(p)
         text = _decode(p)
         if fmt == "txt":
             docs = split_documents(text, document_separator)
-            return pd.DataFrame({(text_columns[0] if text_columns else "text"): docs})
+            return pd.DataFrame({_txt_column(text_columns): docs})
         if fmt in ("csv", "tsv"):
-            dtypes = {c: str for c in text_columns}
-            return pd.read_csv(io.StringIO(text), dtype=dtypes, **csv_options(fmt))
+            return pd.read_csv(io.StringIO(text), dtype={c: str for c in text_columns}, **csv_options(fmt))
         if fmt == "jsonl":
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
         return _read_json_records(text, p)
+
+
+def _txt_column(text_columns: tuple[str, ...]) -> str:
+    """A .txt file's one column: the task's first text column."""
+    return text_columns[0] if text_columns else "text"
+
+
+@contextmanager
+def _parse_errors(path: Path, fmt: str):
+    """What pandas / pyarrow raise about a file's contents → one line naming the file."""
+    import pandas as pd
+
+    try:
+        yield
     except UserError:
         raise
+    except UnicodeDecodeError:  # only from a file read in pieces: a whole one is decoded by _decode
+        raise _first_bad_line(path) from None
     except (ValueError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{p}: cannot parse as {fmt}: {first}; check the file format") from None
+        raise UserError(f"{path}: cannot parse as {fmt}: {first}; check the file format") from None
 
 
 def _read_json_records(text: str, path: Path):
@@ -169,25 +199,35 @@ def _flatten_squad(articles: list, path: Path) -> list[dict]:
 def read_table(spec: str | Path, key: str, text_columns: tuple[str, ...] = (), document_separator: str = "line"):
     """Read a local data file (or a folder / glob of them) into a `datasets.Dataset`, with clear errors."""
     import pandas as pd
-    from datasets import Dataset
 
     frames = []
     for path in expand(str(spec), key):
         check_file(path, key)
         frame = read_frame(path, text_columns, document_separator)
         if len(frame) == 0:
-            raise UserError(f"{key}: {path} has a header but no data rows")
+            raise _no_rows(path, key)
         frames.append(frame)
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return _to_dataset(frame, spec, key)
+
+
+def _no_rows(path: Path, key: str) -> UserError:
+    return UserError(f"{key}: {path} has a header but no data rows")
+
+
+def _to_dataset(frame, source, key: str, first_row: int = 0):
+    """A DataFrame → `datasets.Dataset`; `first_row`: the frame's first row in the whole input, for messages."""
+    from datasets import Dataset
+
     try:
         return Dataset.from_pandas(frame, preserve_index=False)
     except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError / ArrowInvalid
         # JSON cells keep their own types, and Arrow cannot store text and numbers in one
         # column: name the column and the first row that differs instead of a pyarrow traceback.
-        raise _mixed_column_error(frame, spec, key) or exc
+        raise _mixed_column_error(frame, source, key, first_row) or exc
 
 
-def _mixed_column_error(frame, source, key: str) -> UserError | None:
+def _mixed_column_error(frame, source, key: str, first_row: int = 0) -> UserError | None:
     def kind(value) -> str | None:
         if value is None or (isinstance(value, float) and value != value):  # missing / NaN
             return None
@@ -207,8 +247,8 @@ def _mixed_column_error(frame, source, key: str) -> UserError | None:
                 first = (i, k, value)
             elif k != first[1]:
                 return UserError(
-                    f"{key}: {source}: column '{column}' mixes {first[1]} and {k}: row {first[0] + 1} holds "
-                    f"{first[2]!r}, row {i + 1} holds {value!r}; use one kind of value in every row"
+                    f"{key}: {source}: column '{column}' mixes {first[1]} and {k}: row {first_row + first[0] + 1} "
+                    f"holds {first[2]!r}, row {first_row + i + 1} holds {value!r}; use one kind of value in every row"
                 )
     return None
 
@@ -238,6 +278,131 @@ def stream_table(spec: str, key: str, document_separator: str = "line"):
     return load_dataset(_BUILDERS[fmt], data_files=files, split="train", streaming=True, **kwargs)
 
 
+CHUNK_ROWS = 10_000
+"""Rows predict reads, encodes and runs at a time: enough for longest-first batches to pay, few
+enough that memory stays flat whatever the size of the input."""
+
+
+def read_chunks(spec: str, key: str, text_columns: tuple[str, ...] = (),
+                chunk_rows: int | None = CHUNK_ROWS) -> Iterator:
+    """A local file (or a folder / glob of them), or '-' for stdin, as `datasets.Dataset` chunks of
+    up to `chunk_rows` rows in input order (None: the whole input in one chunk). Parsed and checked
+    as `read_table` does; row numbers in messages count from the start of the input. A .json file
+    (a list, or SQuAD's nesting) cannot be read in pieces: it is parsed whole, then cut."""
+    if spec == "-":
+        yield from _stdin_chunks(text_columns, chunk_rows)
+        return
+    if chunk_rows is None:
+        yield read_table(spec, key, text_columns)
+        return
+    paths = expand(spec, key)
+    for path in paths:  # a missing or empty file fails before the first one is read
+        check_file(path, key)
+    first_row = 0
+    for path in paths:
+        before = first_row
+        for frame in _frame_chunks(path, text_columns, chunk_rows):
+            if len(frame):
+                yield _to_dataset(frame, spec, key, first_row)
+                first_row += len(frame)
+        if first_row == before:
+            raise _no_rows(path, key)
+
+
+def _frame_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Iterator:
+    """One file as DataFrames of up to `rows` rows, parsed as `read_frame` parses it whole."""
+    import pandas as pd
+
+    fmt = file_format(path)
+    if fmt == "json":
+        frame = read_frame(path, text_columns)
+        yield from (frame.iloc[i:i + rows] for i in range(0, len(frame), rows))
+        return
+    with _parse_errors(path, fmt):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                yield batch.to_pandas()
+            return
+        # newline="": cells and lines keep their own line breaks, as in a file decoded whole.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if fmt == "txt":
+                lines = (part for line in f for part in line.splitlines())  # splitlines: as split_documents
+                yield from (pd.DataFrame({_txt_column(text_columns): b}) for b in _batches(lines, rows))
+            elif fmt in ("csv", "tsv"):
+                with pd.read_csv(f, dtype={c: str for c in text_columns}, chunksize=rows,
+                                 **csv_options(fmt)) as reader:
+                    yield from reader
+            else:
+                with pd.read_json(f, lines=True, dtype=False, chunksize=rows) as reader:
+                    yield from reader
+
+
+def _stdin_chunks(text_columns: tuple[str, ...], rows: int | None) -> Iterator:
+    """stdin: JSON lines if the first line is a JSON object, else one text per line (the first text
+    column); blank lines are skipped."""
+    import sys
+
+    from datasets import Dataset
+
+    lines = ((n, part) for n, line in enumerate(sys.stdin, 1) for part in line.splitlines() if part.strip())
+    json_lines = None
+    for batch in _batches(lines, rows):
+        if json_lines is None:
+            json_lines = batch[0][1].lstrip().startswith("{")
+        if json_lines:
+            yield Dataset.from_list([_json_line(n, text) for n, text in batch])
+        else:
+            yield Dataset.from_dict({_txt_column(text_columns): [text for _, text in batch]})
+    if json_lines is None:
+        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
+
+
+def _json_line(n: int, text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"stdin: line {n}: not valid JSON; send one JSON object per line or plain text") from None
+
+
+def _batches(items, n: int | None) -> Iterator[list]:
+    """Lists of `n` items (None: all of them), the last one shorter."""
+    import itertools
+
+    items = iter(items)
+    while batch := list(itertools.islice(items, n)):
+        yield batch
+
+
+def count_rows(spec: str, key: str) -> int | None:
+    """An input's rows counted without parsing it, for a progress bar: line breaks (less a header) in
+    text files, the footer's count in parquet; None for stdin and .json. A CSV cell that holds a line
+    break makes it an overestimate."""
+    if spec == "-":
+        return None
+    total = 0
+    for path in expand(spec, key):
+        fmt = file_format(path)
+        if fmt == "json":
+            return None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with _parse_errors(path, fmt):
+                total += pq.ParquetFile(path).metadata.num_rows
+            continue
+        lines, last = 0, b"\n"
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        total += lines + (last != b"\n") - (fmt in ("csv", "tsv"))
+    return total
+
+
 def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
     """`columns` maps config key → column name; None means the column is not used."""
     names = ds.column_names
@@ -258,6 +423,22 @@ def check_text(ds, column: str, source: str) -> None:
             raise UserError(f"{source}: row {i + 1}: empty text in column '{column}'; fill or remove that row")
         if not isinstance(value, str):
             raise UserError(f"{source}: row {i + 1}: column '{column}' holds {value!r}, not text")
+
+
+@contextmanager
+def rows_from(first_row: int, source: str):
+    """Errors about the rows of one chunk of an input ("SOURCE: row N: ...", as `check_text` and the
+    tasks word them) name the row by its place in the whole input."""
+    import re
+
+    try:
+        yield
+    except UserError as exc:
+        if not first_row:
+            raise
+        message = re.sub(rf"^{re.escape(source)}: row (\d+)",
+                         lambda m: f"{source}: row {int(m.group(1)) + first_row}", str(exc), count=1)
+        raise UserError(message) from None
 
 
 def subsample(ds, n: int | None, seed: int):
@@ -358,26 +539,6 @@ def eval_key(name: str | None) -> str:
 
 def _rows(evals: dict) -> int | dict:
     return len(evals[None]) if None in evals else {name: len(ds) for name, ds in evals.items()}
-
-
-def read_stdin(text_columns: tuple[str, ...]):
-    """stdin: JSON lines if the first line is a JSON object, else one text per line (the first text column)."""
-    import json
-    import sys
-
-    from datasets import Dataset
-
-    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
-    if not lines:
-        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
-    if lines[0].lstrip().startswith("{"):
-        try:
-            rows = [json.loads(line) for line in lines]
-        except json.JSONDecodeError as exc:
-            raise UserError(f"stdin: line {exc.doc and lines.index(exc.doc) + 1}: not valid JSON; "
-                            "send one JSON object per line or plain text") from None
-        return Dataset.from_list(rows)
-    return Dataset.from_dict({(text_columns[0] if text_columns else "text"): lines})
 
 
 def source_name(cfg, split: str, eval_set: str | None = None) -> str:

@@ -23,14 +23,9 @@ from lmctl.errors import UserError
 
 def batches(task, tokenizer, rows, batch_size: int) -> list[dict]:
     """Labelled rows as collated batches (the loss the importance scores differentiate)."""
-    from lmctl.engine.batching import inference_dataloader
+    from lmctl.engine.batching import collated_batches
 
-    encoded = task.encode(rows, tokenizer, "eval", "importance data")
-    batches = []
-    for batch in inference_dataloader(encoded, task.eval_collate, batch_size):
-        batch.pop("index")
-        batches.append(batch)
-    return batches
+    return collated_batches(task.encode(rows, tokenizer, "eval", "importance data"), task.eval_collate, batch_size)
 
 
 def _loss(model, batches: list[dict]) -> float:

@@ -8,12 +8,14 @@ messages that name a command-line flag are made here, not in the layers below.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from lmctl import adapters, distill
 from lmctl import config as config_lib
 from lmctl.console import Console, is_main_process, quiet_libraries
+from lmctl.data import CHUNK_ROWS
 from lmctl.engine import trackers
 from lmctl.errors import UserError
 from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
@@ -226,14 +228,31 @@ def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, st
     return tokenizer, model if getattr(model, "is_onnx", False) else accelerator.prepare(model), accelerator
 
 
-def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: int | None, console, description: str):
-    """Encode `ds` and run the loaded model on it; outputs come back in input order."""
+class _ChunkProgress:
+    """One chunk's progress on a bar that counts the input's rows: the loop below counts what it
+    runs (encoded features, several for a long QA context; texts explained) out of `count`."""
+
+    def __init__(self, bar, done: int, rows: int, count: int):
+        self.bar, self.done, self.rows, self.count = bar, done, rows, max(count, 1)
+
+    def update(self, completed: int) -> None:
+        self.bar.update(self.done + self.rows * completed // self.count)
+
+
+def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: int | None, bar, done: int = 0,
+           max_tokens: int | None = None):
+    """Encode `ds` and run the loaded model on it; outputs come back in input order. `bar` (or None)
+    counts rows, `done` of them before `ds`."""
     from lmctl.engine.infer import run_inference
 
     tokenizer, model, accelerator = loaded
+    if max_tokens and accelerator.num_processes > 1:
+        raise UserError("--max-tokens: batches under a token budget differ in size, and Accelerate splits each "
+                        "batch between processes; run on one process (without `accelerate launch`)")
     encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
-    with console.progress(len(encoded), description) as bar:
-        outputs = run_inference(accelerator, model, task, encoded, batch_size or cfg.training.eval_batch, progress=bar)
+    progress = None if bar is None else _ChunkProgress(bar, done, len(ds), len(encoded))
+    outputs = run_inference(accelerator, model, task, encoded, batch_size or cfg.training.eval_batch, progress,
+                            max_tokens)
     return encoded, outputs
 
 
@@ -244,7 +263,7 @@ def check_gates(gates, names) -> None:
 
 
 def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int | None, console: Console,
-             gates=()) -> list[dict]:
+             gates=(), max_tokens: int | None = None) -> list[dict]:
     """Score a trained model on each labelled file (default: the config's validation files); one
     result per file: metrics, plus a confusion matrix where the task has one."""
     from lmctl import data
@@ -261,7 +280,8 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
                                  check=lambda task: check_gates(gates, task.metric_names))
     results = []
     for ds, data_file in tables:
-        encoded, outputs = _infer(cfg, task, loaded, ds, data_file, True, batch_size, console, "evaluate")
+        with console.progress(len(ds), "evaluate", unit="rows") as bar:
+            encoded, outputs = _infer(cfg, task, loaded, ds, data_file, True, batch_size, bar, max_tokens=max_tokens)
         metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
         check_gates(gates, metrics)
         result = {"model": str(model_dir), "data": str(data_file), "examples": task.count_examples(encoded),
@@ -275,10 +295,17 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
 
 
 def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, console: Console,
-            mode: str | None = None, explain_steps: int | None = None) -> list[dict]:
-    """Predict for every row of `input_file` ('-' for stdin); records come back in input order.
-    `explain_steps`: add word attributions (Integrated Gradients with that many steps)."""
+            mode: str | None = None, explain_steps: int | None = None, chunk_rows: int = CHUNK_ROWS,
+            max_tokens: int | None = None) -> Iterator[dict]:
+    """Predict for every row of `input_file` ('-' for stdin); yields records in input order, chunk
+    by chunk (`chunk_rows` rows read, encoded and run at a time), so memory stays flat whatever the
+    size of the input. A task that orders rows across the input (`streams` False) reads it whole.
+    `explain_steps`: add word attributions (Integrated Gradients with that many steps).
+    `max_tokens`: a budget of padded tokens per batch besides the batch size."""
+    import itertools
+
     from lmctl import data
+    from lmctl.tasks.base import summed_truncation
 
     task = make_task(cfg, console)
     if mode and mode not in task.predict_modes:
@@ -288,22 +315,30 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
                         "text-classification models (single texts or pairs)")
     task.set_mode(mode or task.predict_modes[0])
     columns = text_columns(task)
-    if input_file == "-":
-        ds, source = data.read_stdin(columns), "stdin"
-    else:
-        ds, source = data.read_table(input_file, "--input", columns), input_file
-    loaded = _load_for_inference(cfg, task, model_dir, [(ds, source)], False)
-    encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size, console, "predict")
-    records = task.predict_records(outputs, encoded)
-    if explain_steps:
-        records = [{**r, **e} for r, e in zip(records, _explain(cfg, task, loaded, ds, outputs, explain_steps, console))]
-    # Echo the input text so each line of the output stands on its own.
-    shown = [c for c in columns if c in ds.column_names]
-    rows = [{**{c: ds[i][c] for c in shown}, **r} for i, r in enumerate(records)]
-    return task.arrange_predictions(rows)
+    source = "stdin" if input_file == "-" else input_file
+    chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
+    first = next(chunks)  # read and checked before the model loads: a bad file costs a second
+    loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False)
+    done = 0
+    with summed_truncation(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
+        for ds in itertools.chain([first], chunks):
+            data.check_columns(ds, task.columns(with_labels=False), source)  # a folder's later files
+            with data.rows_from(done, source):
+                # The bar follows the slow part: inference, or the explanations after it.
+                encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size,
+                                          None if explain_steps else bar, done, max_tokens)
+                records = task.predict_records(outputs, encoded)
+                if explain_steps:
+                    explained = _explain(cfg, task, loaded, ds, outputs, explain_steps, bar, done)
+                    records = [{**r, **e} for r, e in zip(records, explained)]
+            # Echo the input text so each line of the output stands on its own.
+            shown = ds.select_columns([c for c in columns if c in ds.column_names])[:]  # column → values
+            yield from task.arrange_predictions([{**{c: v[i] for c, v in shown.items()}, **r}
+                                                 for i, r in enumerate(records)])
+            done += len(ds)
 
 
-def _explain(cfg, task, loaded, ds, outputs, steps: int, console) -> list[dict]:
+def _explain(cfg, task, loaded, ds, outputs, steps: int, bar, done: int) -> list[dict]:
     from lmctl.explain import explain
 
     tokenizer, model, accelerator = loaded
@@ -444,7 +479,7 @@ def _sample_batches(cfg, task, tokenizer, rows: int = 64, batch_size: int = 16) 
     from datasets import Dataset
 
     from lmctl import data
-    from lmctl.engine.batching import inference_dataloader
+    from lmctl.engine.batching import collated_batches
 
     columns = [c for c in task.columns(with_labels=False).values() if c]
     files = list(cfg.data.eval_files().values())
@@ -455,9 +490,4 @@ def _sample_batches(cfg, task, tokenizer, rows: int = 64, batch_size: int = 16) 
             ds, source = table.select(range(min(rows, len(table)))), files[0]
     if ds is None:
         ds = Dataset.from_dict({c: SAMPLE_TEXTS for c in columns})
-    encoded = task.encode(ds, tokenizer, "predict", source)
-    batches = []
-    for batch in inference_dataloader(encoded, task.eval_collate, batch_size):
-        batch.pop("index")
-        batches.append(batch)
-    return batches
+    return collated_batches(task.encode(ds, tokenizer, "predict", source), task.eval_collate, batch_size)

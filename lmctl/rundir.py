@@ -23,6 +23,7 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,11 +31,17 @@ from lmctl.errors import UserError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_lines(path, (text,))
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write `lines` as they come (e.g. predictions, chunk by chunk) to a temporary file beside
+    `path`, renamed to `path` once the last is written: a failure on the way leaves no half file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.writelines(lines)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -84,7 +84,7 @@ def test_question_answering_exports_with_both_outputs(tiny_models, tmp_path):
     BertForQuestionAnswering(BertConfig.from_pretrained(tiny_models["bert"])).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(model_dir)
     squad = [{"question": "Where was the cat?", "context": "The cat was happy in the garden.",
-              "answers": {"text": ["in the garden"], "answer_start": [19]}},
+              "answers": {"text": ["in the garden"], "answer_start": [18]}},
              {"question": "Who was tired?", "context": "The old farmer was tired after dinner.",
               "answers": {"text": ["The old farmer"], "answer_start": [0]}}] * 4
     data = write_rows(tmp_path / "qa.jsonl", squad)

@@ -23,7 +23,7 @@ REQUIRED = ("columns", "texts", "build_model", "load_model", "encode", "collate"
 DEFAULTED = ("fit", "eval_collate", "set_mode", "count_examples", "confusion", "arrange_predictions",
              "explanation_inputs")
 ATTRIBUTES = ("name", "auto_class", "main_metric", "greater_is_better", "metric_names", "predict_modes", "mode",
-              "explains")
+              "explains", "streams")
 
 # The columns each task needs set to validate.
 EXTRA = {"reranking": {"data": {"text_pair_column": "candidate"}}}

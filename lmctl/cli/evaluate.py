@@ -34,6 +34,8 @@ def evaluate(
     set_: SetOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", min=1, help="Token budget per batch (as in predict).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the metrics as JSON here.")] = None,
     fail_under: Annotated[
         Optional[list[str]],
@@ -49,7 +51,7 @@ def evaluate(
     gates = parse_gates(fail_under or [])
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
     console = Console()
-    results = run.evaluate(cfg, model, data, batch_size, console, gates=gates)
+    results = run.evaluate(cfg, model, data, batch_size, console, gates=gates, max_tokens=max_tokens)
     out = Console(stream=sys.stdout)
     failed = []
     for result in results:

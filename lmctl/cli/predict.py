@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from lmctl.cli.common import SetOpt, guarded
+from lmctl.data import CHUNK_ROWS
 
 
 @guarded
@@ -21,6 +22,11 @@ def predict(
     set_: SetOpt = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        "--max-tokens", min=1, help="Token budget per batch: a batch of the longest-first rows holds at most "
+                                    "max(1, N // its longest row's tokens) rows (and at most --batch-size).")] = None,
+    chunk_rows: Annotated[int, typer.Option(
+        "--chunk-rows", min=1, help="Rows read, run and written at a time; memory does not grow with the input.")] = CHUNK_ROWS,
     mode: Annotated[Optional[str], typer.Option(
         "--mode", help="classify | generate | score | fill-mask (default: the task's first).")] = None,
     explain: Annotated[bool, typer.Option(
@@ -34,16 +40,19 @@ def predict(
     from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
-    from lmctl.rundir import atomic_write_text
+    from lmctl.rundir import atomic_write_lines
 
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
     explaining = explain or explain_html is not None
-    records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None,
+                          chunk_rows, max_tokens)
+    if explain_html is not None:
+        records = list(records)  # the page shows every row (explanations are too slow for inputs that need a stream)
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
-        atomic_write_text(output, text)
+        atomic_write_lines(output, lines)  # lines are written as chunks finish; the file appears whole at the end
     else:
-        sys.stdout.write(text)
+        sys.stdout.writelines(lines)
     if explain_html is not None:
         from lmctl.explain import write_html
 

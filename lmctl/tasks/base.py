@@ -7,6 +7,7 @@ input-ordered arrays back to `compute_metrics` / `predict_records`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable, Protocol
 
 from lmctl.errors import UserError
@@ -34,6 +35,9 @@ class Task(Protocol):
     """The current predict mode, or what the task does when it is not predicting."""
     explains: bool = False
     """Whether predict can explain this task's outputs (attributions to the input words)."""
+    streams: bool = True
+    """Whether predict may read its input in chunks: False where `arrange_predictions` orders rows
+    across the whole input (reranking gathers each query's candidates), which is then read whole."""
 
     def __init__(self, cfg, console) -> None: ...
 
@@ -111,11 +115,33 @@ def count_truncated(ds, max_length: int) -> int:
 def report_truncation(console, n: int, total: int, max_length: int, source: str, key: str = "max_length") -> None:
     # Long inputs are never cut silently: a user comparing runs must know.
     # `key` names the limit (e.g. max_target_length for seq2seq targets).
-    if n:
+    if _summed is not None:
+        counts = _summed.setdefault((console, source, key, max_length), [0, 0])
+        counts[0] += n
+        counts[1] += total
+    elif n:
         console.warn(
             f"{source}: {n} of {total} examples ({100 * n / total:.1f}%) are longer than "
             f"{key}={max_length} tokens and were truncated"
         )
+
+
+_summed: dict | None = None  # (console, source, key, max_length) → [truncated, examples], in summed_truncation()
+
+
+@contextmanager
+def summed_truncation():
+    """Truncation reports about an input encoded in chunks: counted over every chunk and reported
+    once, when all went well (predict streams its input)."""
+    global _summed
+    _summed = {}
+    try:
+        yield
+        counts, _summed = _summed, None
+        for (console, source, key, max_length), (n, total) in counts.items():
+            report_truncation(console, n, total, max_length, source, key)
+    finally:
+        _summed = None
 
 
 def check_column_values_are_text(ds, column: str | None, source: str) -> None:

@@ -30,6 +30,7 @@ class RerankingTask(Task):
     greater_is_better = True
     predict_modes = ("rank",)
     mode = "rank"
+    streams = False  # predictions are grouped by query over the whole input
 
     def __init__(self, cfg, console):
         self.cfg = cfg
