@@ -110,9 +110,9 @@ def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code:
     """`from_pretrained` of the `Auto*` class named `auto_class`, with the family's fixes applied
     and errors made readable. A LoRA run directory loads as its base model plus the adapter, an
     ONNX export (lmctl export --format onnx) as an ONNX Runtime session with the model's interface."""
-    if Path(name_or_path).is_dir() and (Path(name_or_path) / "onnx.json").is_file():
-        from lmctl import onnx_model
+    from lmctl import onnx_model
 
+    if onnx_model.is_onnx_dir(name_or_path):
         return onnx_model.load(name_or_path, key)
     if adapters.is_adapter_dir(name_or_path):
         return _load_adapted(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle)

@@ -94,7 +94,6 @@ def narrow_ffn(model, scores: dict, width: int):
     import copy
 
     import torch
-    from transformers.pytorch_utils import Conv1D
 
     from lmctl import models
 
@@ -105,8 +104,7 @@ def narrow_ffn(model, scores: dict, width: int):
     for name, score in scores.items():
         keep = torch.sort(torch.topk(score, width).indices).values
         out = name[: -len(first)] + second
-        # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
-        conv = isinstance(modules[name], Conv1D)
+        conv = _stored_in_out(modules[name])
         state[f"{name}.weight"] = state[f"{name}.weight"].index_select(1 if conv else 0, keep)
         if f"{name}.bias" in state:
             state[f"{name}.bias"] = state[f"{name}.bias"][keep]
@@ -118,12 +116,17 @@ def narrow_ffn(model, scores: dict, width: int):
     return models.apply_pooling(pruned)
 
 
+def _stored_in_out(module) -> bool:
+    """nn.Linear stores its weight [out, in]; GPT-2's Conv1D stores it [in, out]."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
 def ffn_width(model) -> int:
-    family = families.for_model_type(model.config.model_type)
-    first = family.ffn[0]
+    first = families.for_model_type(model.config.model_type).ffn[0]
     module = next(m for name, m in model.named_modules() if name.endswith(first))
-    weight = module.weight
-    return weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0]
+    return module.weight.shape[1 if _stored_in_out(module) else 0]
 
 
 def check(model, keep_layers: int | None, ffn: float | None, key: str = "--model") -> None:

@@ -18,6 +18,11 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config key, e.g. --set training.learning_rate=3e-5 (repeatable)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")]
+# The options of the commands that read a trained model (evaluate, predict, export, prune).
+ModelConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", "-c", help="Config for columns/task; default: the run's config.yaml.")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")]
+MergeOpt = Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into its base model's weights first.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in output_dir.")]
 ResumeFromOpt = Annotated[Optional[str], typer.Option("--resume-from", help="Continue from this checkpoint folder.")]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import SetOpt, guarded
+from lmctl.cli.common import ModelConfigOpt, SetOpt, TaskOpt, guarded
 from lmctl.errors import EXIT_GATE_FAILED, UserError
 
 
@@ -30,9 +30,9 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory or model directory (or hub id).")],
     data: Annotated[Optional[list[str]], typer.Option(
         "--data", "-d", help="Labelled file: csv, tsv, json, jsonl, parquet (repeatable; default: the run's validation files).")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for columns/task; default: the run's config.yaml.")] = None,
+    config: ModelConfigOpt = None,
     set_: SetOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    task: TaskOpt = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
     max_tokens: Annotated[Optional[int], typer.Option(
         "--max-tokens", min=1, help="Token budget per batch (as in predict).")] = None,

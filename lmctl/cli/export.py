@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import OverwriteOpt, SetOpt, guarded
+from lmctl.cli.common import MergeOpt, ModelConfigOpt, OverwriteOpt, SetOpt, TaskOpt, guarded
 
 
 class Format(str, Enum):
@@ -22,10 +22,10 @@ def export(
     output: Annotated[str, typer.Option("--output", "-o", help="Directory to write the exported model to.")],
     format: Annotated[Optional[Format], typer.Option("--format", help="transformers (safetensors; the default) or onnx (the default with --quantize).")] = None,
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="With --format onnx: int8 (ONNX Runtime dynamic quantization).")] = None,
-    merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into its base model's weights.")] = False,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for the task; default: the run's config.yaml.")] = None,
+    merge: MergeOpt = False,
+    config: ModelConfigOpt = None,
     set_: SetOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    task: TaskOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write MODEL to OUTPUT with its tokenizer and config.yaml: a plain transformers model

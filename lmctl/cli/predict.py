@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import SetOpt, guarded
+from lmctl.cli.common import ModelConfigOpt, SetOpt, TaskOpt, guarded
 from lmctl.data import CHUNK_ROWS
 
 
@@ -18,9 +18,9 @@ def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="Run directory or model directory (or hub id).")],
     input: Annotated[str, typer.Option("--input", "-i", help="csv, tsv, json, jsonl, parquet or txt file; '-' for stdin.")] = "-",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file; default: stdout.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for columns/task; default: the run's config.yaml.")] = None,
+    config: ModelConfigOpt = None,
     set_: SetOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    task: TaskOpt = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1)] = None,
     max_tokens: Annotated[Optional[int], typer.Option(
         "--max-tokens", min=1, help="Token budget per batch: a batch of the longest-first rows holds at most "

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import OverwriteOpt, SetOpt, guarded
+from lmctl.cli.common import MergeOpt, ModelConfigOpt, OverwriteOpt, SetOpt, TaskOpt, guarded
 
 
 @guarded
@@ -17,10 +17,10 @@ def prune(
     ffn: Annotated[Optional[float], typer.Option("--ffn", help="Share of the feed-forward width to keep, e.g. 0.5.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Labelled rows to score importance on; default: the run's training file.")] = None,
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of that data to use (a seeded sample).")] = 512,
-    merge: Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into its base model first.")] = False,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Config for the task; default: the run's config.yaml.")] = None,
+    merge: MergeOpt = False,
+    config: ModelConfigOpt = None,
     set_: SetOpt = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")] = None,
+    task: TaskOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Drop MODEL's least important layers (--layers N keeps N) and/or narrow every feed-forward
