@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -375,9 +375,11 @@ def _fields_at(path: tuple) -> list[str]:
     model: Any = Config
     for part in path:
         field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        # An optional section (distill, model.peft, ...) is Optional[Section]: look inside.
+        kinds = [field.annotation, *get_args(field.annotation)] if field is not None else []
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
             return []
-        model = field.annotation
     return list(model.model_fields)
 
 

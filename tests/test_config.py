@@ -110,6 +110,12 @@ def test_unknown_key_suggests_the_close_one(tmp_path):
     assert str(path) in msg
 
 
+def test_unknown_key_in_an_optional_section_suggests_the_close_one(tmp_path):
+    path = write(tmp_path, "task: text-classification\ndistill:\n  teacher: t\n  temprature: 3\n")
+    msg = user_error(config_lib.load_config, path)
+    assert "unknown key 'distill.temprature' (did you mean 'temperature'?)" in msg
+
+
 def test_unknown_top_level_key(tmp_path):
     msg = user_error(config_lib.load_config, write(tmp_path, "task: text-classification\noutput_dri: x\n"))
     assert "output_dri" in msg and "did you mean 'output_dir'" in msg
