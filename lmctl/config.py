@@ -303,6 +303,13 @@ class DistillConfig(_Section):
     unlabelled_file: Optional[str] = None
     """More rows, with the text columns but no labels, that only the teacher's outputs supervise."""
 
+    @model_validator(mode="after")
+    def _unlabelled_needs_soft_targets(self):
+        if self.unlabelled_file and self.alpha == 0:
+            raise ValueError("distill.unlabelled_file: with alpha 0 the teacher's outputs teach nothing, so rows "
+                             "without labels would be read for no loss; set distill.alpha above 0")
+        return self
+
 
 class Config(_Section):
     task: str

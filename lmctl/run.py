@@ -121,10 +121,13 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
         eval_sets = {eval_set: task.encode(ds, tokenizer, "eval", data.source_name(cfg, "validation", eval_set))
                      for eval_set, ds in splits["eval"].items()}
     loss_fn = None
-    if teacher is not None:
+    # alpha 0 is the labels-only baseline of a from-teacher student: the teacher's outputs would
+    # weigh nothing, so they are not computed (minutes on a large train set).
+    if teacher is not None and cfg.distill.alpha > 0:
         train_enc, _ = distill.add_teacher_targets(cfg, task, tokenizer, teacher, splits["train"], train_enc,
                                                    accelerator, console)
         loss_fn = distill.loss_fn(cfg.distill.temperature, cfg.distill.alpha, task.regression)
+    if teacher is not None:
         console.log(distill.describe(cfg, name))
     if cfg.model.from_teacher:
         model = distill.student_from_teacher(teacher.model, cfg.model.from_teacher.layers)

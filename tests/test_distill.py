@@ -144,6 +144,25 @@ def test_a_from_teacher_student_trains_and_predicts(teacher_run, tmp_path):
     assert record["label"] == "positive"
 
 
+def test_a_labels_only_student_skips_the_teachers_outputs(teacher_run, tmp_path):
+    # alpha 0: the baseline a distilled student is measured against. The teacher's outputs would
+    # weigh nothing, so the training rows are not scored; the teacher is still reported beside it.
+    cfg = student_config(tmp_path, {"from_teacher": {"layers": [1]}}, teacher_run, 200, alpha=0.0)
+    result = cli("finetune", cfg)
+    assert "alpha 0 (soft-target weight)" in result.stderr
+    assert "training rows" not in result.stderr  # the "teacher scored N training rows" line
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] >= 0.95 and metrics["teacher_eval_accuracy"] == 1.0, metrics
+    # Rows without labels and no soft-target loss would teach nothing: refused up front.
+    raw = yaml.safe_load(cfg.read_text())
+    raw["distill"]["unlabelled_file"] = str(tmp_path / "train.tsv")
+    raw["output_dir"] = str(tmp_path / "other")
+    cfg.write_text(yaml.safe_dump(raw))
+    lines = cli("finetune", cfg, code=2).stderr.strip().splitlines()
+    assert len(lines) == 1 and "distill.unlabelled_file: with alpha 0" in lines[0], lines
+    assert not (tmp_path / "other").exists()
+
+
 def test_bad_teachers_are_one_line(teacher_run, tmp_path):
     # Layers the teacher does not have: refused before any data is read.
     cfg = student_config(tmp_path, {"from_teacher": {"layers": [0, 2]}}, teacher_run, 50)
