@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lmctl.errors import UserError
+from lmctl.errors import RowError, UserError
 
 SUFFIXES = {
     ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
@@ -420,25 +420,18 @@ def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
 def check_text(ds, column: str, source: str) -> None:
     for i, value in enumerate(ds[column]):
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise UserError(f"{source}: row {i + 1}: empty text in column '{column}'; fill or remove that row")
+            raise RowError(source, i + 1, f"empty text in column '{column}'; fill or remove that row")
         if not isinstance(value, str):
-            raise UserError(f"{source}: row {i + 1}: column '{column}' holds {value!r}, not text")
+            raise RowError(source, i + 1, f"column '{column}' holds {value!r}, not text")
 
 
 @contextmanager
-def rows_from(first_row: int, source: str):
-    """Errors about the rows of one chunk of an input ("SOURCE: row N: ...", as `check_text` and the
-    tasks word them) name the row by its place in the whole input."""
-    import re
-
+def rows_from(first_row: int):
+    """Errors about the rows of one chunk of an input name the row by its place in the whole input."""
     try:
         yield
-    except UserError as exc:
-        if not first_row:
-            raise
-        message = re.sub(rf"^{re.escape(source)}: row (\d+)",
-                         lambda m: f"{source}: row {int(m.group(1)) + first_row}", str(exc), count=1)
-        raise UserError(message) from None
+    except RowError as exc:
+        raise exc.shifted(first_row) from None
 
 
 def subsample(ds, n: int | None, seed: int):

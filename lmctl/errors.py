@@ -11,3 +11,16 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """Bad input: the message names the file/key/row and says what to do."""
+
+
+class RowError(UserError):
+    """Bad input at one row of a data source: "SOURCE: row N[ (id X)]: WHAT TO DO", N counted from 1.
+    Kept apart so that a caller which hands the rows over in pieces (predict reads its input in
+    chunks) can name the row by its place in the whole input (`shifted`)."""
+
+    def __init__(self, source: str, row: int, message: str, where: str = ""):
+        self.source, self.row, self.message, self.where = source, row, message, where
+        super().__init__(f"{source}: row {row}{where}: {message}")
+
+    def shifted(self, rows_before: int) -> "RowError":
+        return RowError(self.source, self.row + rows_before, self.message, self.where)

@@ -326,7 +326,7 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     with summed_truncation(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
         for ds in itertools.chain([first], chunks):
             data.check_columns(ds, task.columns(with_labels=False), source)  # a folder's later files
-            with data.rows_from(done, source):
+            with data.rows_from(done):
                 # The bar follows the slow part: inference, or the explanations after it.
                 encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size,
                                           None if explain_steps else bar, done, max_tokens)

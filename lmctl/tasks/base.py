@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterable, Protocol
 
-from lmctl.errors import UserError
+from lmctl.errors import RowError
 
 
 class Task(Protocol):
@@ -152,5 +152,6 @@ def check_column_values_are_text(ds, column: str | None, source: str) -> None:
     check_text(ds, column, source)
 
 
-def reject(source: str, row: int, message: str) -> UserError:
-    return UserError(f"{source}: row {row + 1}: {message}")
+def reject(source: str, row: int, message: str) -> RowError:
+    """The error for row `row` (counted from 0) of `source`."""
+    return RowError(source, row + 1, message)

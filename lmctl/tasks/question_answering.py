@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lmctl.errors import UserError
+from lmctl.errors import RowError, UserError
 from lmctl.tasks.base import Task, check_column_values_are_text
 
 # What the model's forward takes; the bookkeeping columns stay behind in the encoded rows.
@@ -187,9 +187,9 @@ class QuestionAnsweringTask(Task):
         shape = '{"text": [...], "answer_start": [...]}'
         out = []
         for i, (value, context) in enumerate(zip(ds[col], contexts)):
-            def bad(message: str) -> UserError:
+            def bad(message: str) -> RowError:
                 # SQuAD files are nested: the question id finds the row faster than its number.
-                return UserError(f"{source}: row {i + 1}{f' (id {ids[i]})' if ids else ''}: {message}")
+                return RowError(source, i + 1, message, f" (id {ids[i]})" if ids else "")
 
             if isinstance(value, str):  # csv: the cell holds the dict as JSON text
                 try:
