@@ -22,6 +22,9 @@ class Console:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() and os.environ.get("CI") is None
         self._rich = None
+        # (source, key, max_length) → [truncated, examples] while an input is encoded in pieces
+        # (tasks.base.summed_truncation); None: each truncation report prints at once.
+        self.truncation_sums: dict | None = None
 
     @property
     def rich(self):

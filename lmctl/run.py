@@ -323,7 +323,7 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     first = next(chunks)  # read and checked before the model loads: a bad file costs a second
     loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False)
     done = 0
-    with summed_truncation(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
+    with summed_truncation(console), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
         for ds in itertools.chain([first], chunks):
             data.check_columns(ds, task.columns(with_labels=False), source)  # a folder's later files
             with data.rows_from(done):

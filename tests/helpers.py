@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lmctl.cli import app
+from lmctl.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LMCTL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -52,17 +53,19 @@ PRETRAIN_SHORT = [
 ]
 
 
-class Recorder:
-    """A Console stand-in that keeps the warnings (truncation reports) for the test to read."""
+class Recorder(Console):
+    """A Console that keeps its warnings (truncation reports) and log lines for the test to read."""
 
     def __init__(self):
+        super().__init__(enabled=False)
         self.warnings: list[str] = []
+        self.logs: list[str] = []
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
     def log(self, message: str) -> None:
-        pass
+        self.logs.append(message)
 
 
 # ---- generated sentiment data for the text-classification runs ------------------------------

@@ -5,7 +5,6 @@ bad requests are one line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

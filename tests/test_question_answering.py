@@ -20,22 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import cli
+from helpers import Recorder, cli
 from lmctl.errors import UserError
 from tiny_models import ADJECTIVES, ADVERBS, OBJECTS, PLACES, SUBJECTS, VERBS
-
-
-class Recorder:
-    """A console that keeps what the task reports."""
-
-    def __init__(self):
-        self.warnings, self.logs = [], []
-
-    def warn(self, message):
-        self.warnings.append(message)
-
-    def log(self, message):
-        self.logs.append(message)
 
 
 def qa_config(**sections):

@@ -115,8 +115,8 @@ def count_truncated(ds, max_length: int) -> int:
 def report_truncation(console, n: int, total: int, max_length: int, source: str, key: str = "max_length") -> None:
     # Long inputs are never cut silently: a user comparing runs must know.
     # `key` names the limit (e.g. max_target_length for seq2seq targets).
-    if _summed is not None:
-        counts = _summed.setdefault((console, source, key, max_length), [0, 0])
+    if console.truncation_sums is not None:
+        counts = console.truncation_sums.setdefault((source, key, max_length), [0, 0])
         counts[0] += n
         counts[1] += total
     elif n:
@@ -126,22 +126,18 @@ def report_truncation(console, n: int, total: int, max_length: int, source: str,
         )
 
 
-_summed: dict | None = None  # (console, source, key, max_length) → [truncated, examples], in summed_truncation()
-
-
 @contextmanager
-def summed_truncation():
+def summed_truncation(console):
     """Truncation reports about an input encoded in chunks: counted over every chunk and reported
     once, when all went well (predict streams its input)."""
-    global _summed
-    _summed = {}
+    console.truncation_sums = {}
     try:
         yield
-        counts, _summed = _summed, None
-        for (console, source, key, max_length), (n, total) in counts.items():
+        counts, console.truncation_sums = console.truncation_sums, None
+        for (source, key, max_length), (n, total) in counts.items():
             report_truncation(console, n, total, max_length, source, key)
     finally:
-        _summed = None
+        console.truncation_sums = None
 
 
 def check_column_values_are_text(ds, column: str | None, source: str) -> None:
