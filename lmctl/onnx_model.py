@@ -190,6 +190,9 @@ class OnnxModel(torch.nn.Module):
         self.config, self.manifest = config, manifest
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # The threads PyTorch would use (OMP_NUM_THREADS, torch.set_num_threads): ONNX Runtime
+        # otherwise takes every core whatever the user set, e.g. beside a training run.
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(str(root / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception classes for unreadable graphs

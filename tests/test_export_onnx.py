@@ -73,6 +73,18 @@ def test_an_int8_export_is_smaller_and_keeps_the_labels(runs, tmp_path):
     reference = predict(runs["bert"], runs["input"])
     agree = sum(a["label"] == b["label"] for a, b in zip(reference, predict(int8, runs["input"])))
     assert agree >= 0.95 * len(reference)
+    # ONNX Runtime uses the threads PyTorch was given (OMP_NUM_THREADS), not every core.
+    import torch
+
+    from lmctl import onnx_model
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        session = onnx_model.load(str(int8), "--model").session
+        assert session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_question_answering_exports_with_both_outputs(tiny_models, tmp_path):
