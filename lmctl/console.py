@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 
 def is_main_process() -> bool:
@@ -22,9 +23,7 @@ class Console:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() and os.environ.get("CI") is None
         self._rich = None
-        # (source, key, max_length) → [truncated, examples] while an input is encoded in pieces
-        # (tasks.base.summed_truncation); None: each truncation report prints at once.
-        self.truncation_sums: dict | None = None
+        self._counts: dict | None = None  # inside summed_counts(): message → [n, total]
 
     @property
     def rich(self):
@@ -43,6 +42,29 @@ class Console:
     def warn(self, message: str) -> None:
         if self.enabled:
             print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def warn_count(self, n: int, total: int, message) -> None:
+        """A warning about `n` of `total` rows; `message(n, total)` words it. Printed at once when
+        n > 0, or, inside `summed_counts()`, added up with the same warning's other counts."""
+        if self._counts is not None:
+            counts = self._counts.setdefault(message(0, 0), [0, 0, message])
+            counts[0] += n
+            counts[1] += total
+        elif n:
+            self.warn(message(n, total))
+
+    @contextmanager
+    def summed_counts(self):
+        """For an input read and encoded in pieces (predict's chunks): each `warn_count` warning
+        prints once, for the whole input, and only if all of it went through."""
+        self._counts = {}
+        try:
+            yield
+            counts, self._counts = self._counts, None
+            for n, total, message in counts.values():
+                self.warn_count(n, total, message)
+        finally:
+            self._counts = None
 
     def table(self, title: str, rows: list[tuple[str, str]], header=("metric", "value")) -> None:
         if not self.enabled:

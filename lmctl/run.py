@@ -308,8 +308,6 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     import itertools
 
     from lmctl import data
-    from lmctl.tasks.base import summed_truncation
-
     task = make_task(cfg, console)
     if mode and mode not in task.predict_modes:
         raise UserError(f"--mode {mode}: task '{cfg.task}' predicts with: {', '.join(task.predict_modes)}")
@@ -323,7 +321,7 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     first = next(chunks)  # read and checked before the model loads: a bad file costs a second
     loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False)
     done = 0
-    with summed_truncation(console), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
+    with console.summed_counts(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
         for ds in itertools.chain([first], chunks):
             data.check_columns(ds, task.columns(with_labels=False), source)  # a folder's later files
             with data.rows_from(done):

@@ -112,6 +112,28 @@ def test_truncation_is_reported_once_for_the_whole_input(run, tmp_path):
                         "max_length=12 tokens and were truncated"]
 
 
+def test_counted_warnings_add_up_over_chunks_and_print_once():
+    # What predict does with every "N of M rows" warning a task gives (truncation, QA questions cut,
+    # prompts that fill max_length): one line per kind for the whole input, none if it failed.
+    from helpers import Recorder
+
+    console = Recorder()
+    cut = lambda n, total: f"in.tsv: {n} of {total} examples were truncated"  # noqa: E731
+    empty = lambda n, total: f"in.tsv: {n} of {total} prompts fill max_length"  # noqa: E731
+    with console.summed_counts():
+        for n in (2, 0, 3):
+            console.warn_count(n, 10, cut)
+            console.warn_count(0, 10, empty)
+    assert console.warnings == ["in.tsv: 5 of 30 examples were truncated"]
+    console.warnings.clear()
+    with pytest.raises(ValueError), console.summed_counts():
+        console.warn_count(2, 10, cut)
+        raise ValueError("row 7 is bad")
+    assert console.warnings == []
+    console.warn_count(2, 10, cut)  # outside: at once
+    assert console.warnings == ["in.tsv: 2 of 10 examples were truncated"]
+
+
 def _whole_and_chunked(path: Path, chunk_rows: int) -> tuple[list[dict], list[dict]]:
     columns = ("sentence",)
     whole = data.read_table(path, "--input", columns).to_list()

@@ -7,7 +7,6 @@ input-ordered arrays back to `compute_metrics` / `predict_records`.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, Iterable, Protocol
 
 from lmctl.errors import RowError
@@ -115,29 +114,12 @@ def count_truncated(ds, max_length: int) -> int:
 def report_truncation(console, n: int, total: int, max_length: int, source: str, key: str = "max_length") -> None:
     # Long inputs are never cut silently: a user comparing runs must know.
     # `key` names the limit (e.g. max_target_length for seq2seq targets).
-    if console.truncation_sums is not None:
-        counts = console.truncation_sums.setdefault((source, key, max_length), [0, 0])
-        counts[0] += n
-        counts[1] += total
-    elif n:
-        console.warn(
-            f"{source}: {n} of {total} examples ({100 * n / total:.1f}%) are longer than "
-            f"{key}={max_length} tokens and were truncated"
-        )
+    console.warn_count(n, total, lambda n, total: f"{source}: {n} of {total} examples ({share(n, total)}) are "
+                                                  f"longer than {key}={max_length} tokens and were truncated")
 
 
-@contextmanager
-def summed_truncation(console):
-    """Truncation reports about an input encoded in chunks: counted over every chunk and reported
-    once, when all went well (predict streams its input)."""
-    console.truncation_sums = {}
-    try:
-        yield
-        counts, console.truncation_sums = console.truncation_sums, None
-        for (source, key, max_length), (n, total) in counts.items():
-            report_truncation(console, n, total, max_length, source, key)
-    finally:
-        console.truncation_sums = None
+def share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "0%"
 
 
 def check_column_values_are_text(ds, column: str | None, source: str) -> None:

@@ -117,10 +117,9 @@ class CausalLMTask(LanguageModelTask):
         report_truncation(self.console, sum(1 for n in encoded["num_tokens"] if n > limit), len(encoded), limit,
                           source)
         no_target = sum(1 for n in encoded["prompt_length"] if n >= limit)
-        if no_target:
-            self.console.warn(f"{source}: in {no_target} of {len(encoded)} examples the prompt fills max_length="
-                              f"{limit} tokens: no completion token is left to learn from; raise "
-                              "training.max_length or shorten the prompts")
+        self.console.warn_count(no_target, len(encoded), lambda n, total: (
+            f"{source}: in {n} of {total} examples the prompt fills max_length={limit} tokens: no completion "
+            "token is left to learn from; raise training.max_length or shorten the prompts"))
         drop = ["num_tokens"] if split == "eval" else ["num_tokens", "prompt_length"]
         return encoded.remove_columns(drop)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lmctl.errors import RowError, UserError
-from lmctl.tasks.base import Task, check_column_values_are_text
+from lmctl.tasks.base import Task, check_column_values_are_text, share
 
 # What the model's forward takes; the bookkeeping columns stay behind in the encoded rows.
 _MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
@@ -235,10 +235,9 @@ class QuestionAnsweringTask(Task):
             if len(ids) > limit:
                 q, cut = q[:offs[limit - 1][1]], cut + 1
             out.append(q)
-        if cut:
-            self.console.warn(f"{source}: {cut} of {len(questions)} questions ({100 * cut / len(questions):.1f}%) are "
-                              f"longer than {limit} tokens (training.max_length - qa.doc_stride - special tokens) "
-                              "and were cut to that length")
+        self.console.warn_count(cut, len(questions), lambda n, total: (
+            f"{source}: {n} of {total} questions ({share(n, total)}) are longer than {limit} tokens "
+            "(training.max_length - qa.doc_stride - special tokens) and were cut to that length"))
         return out
 
     def _report_windows(self, example: list[int], total: int, source: str) -> None:
