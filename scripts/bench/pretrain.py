@@ -53,7 +53,7 @@ FULL = {"size": "mini", "steps": 60, "max_docs": 0, "vocab_size": 8000}
 # Options
 # --------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False, 
         description="Pretrain the same model two ways (lmctl vs a plain HF Trainer script), per objective, and "
                     "compare tokens/s and training loss.",
     )

@@ -126,7 +126,7 @@ def baselines(rows: list[dict], k: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--squad", default="../shared/data/squad/dev-v1.1.json", help="SQuAD v1.1 JSON file")
     parser.add_argument("--out", default="runs/data/squad-rerank", help="output folder")
     parser.add_argument("--train-questions", type=int, default=1000)
