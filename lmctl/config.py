@@ -400,7 +400,9 @@ def _format_error(err: dict, source: str) -> str:
         return f"{source}: missing required key '{key}'"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
-        return f"{source}: {msg}" if not loc else f"{source}: {key}: {msg}"
+        # A section's own check names its keys in full ("training.eval_strategy is 'steps': ..."):
+        # no second prefix ("training: training.eval_strategy ...").
+        return f"{source}: {msg}" if not loc or msg.startswith(key) else f"{source}: {key}: {msg}"
     return f"{source}: key '{key}': {msg} (got {err.get('input')!r})"
 
 

@@ -116,6 +116,12 @@ def test_unknown_key_in_an_optional_section_suggests_the_close_one(tmp_path):
     assert "unknown key 'distill.temprature' (did you mean 'temperature'?)" in msg
 
 
+def test_a_sections_own_check_names_its_key_once(tmp_path):
+    path = write(tmp_path, "task: text-classification\ntraining:\n  eval_strategy: steps\n")
+    msg = user_error(config_lib.load_config, path)
+    assert msg == f"{path}: training.eval_strategy is 'steps': set training.eval_steps too"
+
+
 def test_unknown_top_level_key(tmp_path):
     msg = user_error(config_lib.load_config, write(tmp_path, "task: text-classification\noutput_dri: x\n"))
     assert "output_dri" in msg and "did you mean 'output_dir'" in msg
