@@ -296,6 +296,45 @@ def test_answer_in_a_later_window_is_labelled_and_found(bert_tokenizer, padding_
     assert set(batch) <= {"input_ids", "attention_mask", "token_type_ids"}
 
 
+def test_the_trainer_reference_makes_lmctl_windows_labels_and_split(bert_tokenizer, tmp_path):
+    """docs/results.md holds lmctl's SQuAD figure against scripts/bench/squad_trainer.py (run_qa's
+    processing under a plain Trainer); the comparison is fair only if both see the same windows,
+    the same answer labels and the same held-out articles."""
+    from lmctl import config as config_lib
+    from lmctl.data import load_splits
+    from scripts.bench import squad_trainer
+
+    rng = random.Random(5)
+    articles = [[code_row(rng, rng.randint(1, 7)) for _ in range(4)] for _ in range(4)]
+    path = squad_file(tmp_path / "codes.json", articles)
+    args = squad_trainer.parse_args(["--max-length", "32", "--stride", "8", "--held-out-articles", "1"])
+    train_rows, eval_rows = squad_trainer.split(str(path), args.held_out_articles)
+
+    cfg = config_lib.validate({"task": "question-answering", "data": {"train_file": str(path), "split_by": "title",
+                                                                      "validation_split": 1}})
+    splits, _ = load_splits(cfg, ("question", "context"))
+    assert [r["id"] for r in train_rows] == splits["train"]["id"]
+    assert [r["id"] for r in eval_rows] == splits["eval"][None]["id"]
+
+    task, _ = make_task()
+    ours = task.encode(dataset(train_rows), bert_tokenizer, "train", "train.json")
+    ref = dataset(train_rows).map(squad_trainer.train_features, batched=True, remove_columns=list(train_rows[0]),
+                                  fn_kwargs=dict(tokenizer=bert_tokenizer, args=args))
+    assert len(ref) > len(train_rows), "some contexts need several windows"
+    assert ref["start_positions"] == ours["start_positions"] and ref["end_positions"] == ours["end_positions"]
+
+    # A perfect model's logits (peaks on the labels) → the gold answers through the reference's
+    # n-best search, scored 100 by the same metric lmctl reports.
+    feats = dataset(eval_rows).map(squad_trainer.eval_features, batched=True, remove_columns=list(eval_rows[0]),
+                                   fn_kwargs=dict(tokenizer=bert_tokenizer, args=args))
+    labels = task.encode(dataset(eval_rows), bert_tokenizer, "train", "dev.json")
+    n = len(feats[0]["input_ids"])
+    starts = np.stack([logits({s: 5.0}, n=n) for s in labels["start_positions"]])
+    ends = np.stack([logits({e: 5.0}, n=n) for e in labels["end_positions"]])
+    answers = squad_trainer.best_answers(dataset(eval_rows), feats, starts, ends, args)
+    assert [answers[r["id"]] for r in eval_rows] == [r["answers"]["text"][0] for r in eval_rows]
+
+
 def test_a_question_longer_than_the_window_is_cut_and_reported(bert_tokenizer):
     rng = random.Random(4)
     row = code_row(rng, sentences=2)

