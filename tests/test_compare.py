@@ -129,15 +129,19 @@ def test_real_runs_and_the_gate(tiny_models, tmp_path):
     cli("compare", str(tmp_path / "good"), "--fail-if-worse", tmp_path / "good", code=0)
 
 
-def test_constant_baseline_is_a_run_compare_ranks(tmp_path):
-    """scripts.constant_baseline: always 'positive' on the bundled dev set scores the share of positive
-    rows (counted here from the file), and compare accepts it beside runs on the same data."""
+def baseline(*args):
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-m", "scripts.baseline", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO)
+
+
+def test_constant_baseline_is_a_run_compare_ranks(tmp_path):
+    """scripts.baseline: always 'positive' on the bundled dev set scores the share of positive
+    rows (counted here from the file), and compare accepts it beside runs on the same data."""
     out = tmp_path / "always-positive"
-    r = subprocess.run([sys.executable, "-m", "scripts.constant_baseline", str(REPO / "configs/finetune/demo.yaml"),
-                        "--label", "positive", "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    r = baseline(REPO / "configs/finetune/demo.yaml", "--label", "positive", "--output", out)
     assert r.returncode == 0, r.stderr
     labels = [line.split("\t")[-1] for line in (DATA / "dev.tsv").read_text().splitlines()[1:]]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -145,3 +149,24 @@ def test_constant_baseline_is_a_run_compare_ranks(tmp_path):
     assert metrics["eval_recall"] == 1.0 and metrics["eval_matthews_correlation"] == 0.0
     result = json.loads(cli("compare", out, "--format", "json").stdout)
     assert result["rows"][0]["accuracy"] == metrics["eval_accuracy"]
+
+
+def test_tfidf_baseline_learns_the_reviews_and_ranks_above_the_constant(tmp_path):
+    """--kind tfidf fits character n-grams + logistic regression on the 800 bundled reviews: measured
+    0.885 dev accuracy against the constant's 0.5; compare ranks the two on the same data."""
+    r = baseline(REPO / "configs/finetune/demo.yaml", "--kind", "tfidf", "--output", tmp_path / "tfidf")
+    assert r.returncode == 0, r.stderr
+    assert baseline(REPO / "configs/finetune/demo.yaml", "--output", tmp_path / "constant").returncode == 0
+    tfidf = json.loads((tmp_path / "tfidf" / "metrics.json").read_text())
+    constant = json.loads((tmp_path / "constant" / "metrics.json").read_text())
+    assert tfidf["eval_accuracy"] >= 0.8 and constant["eval_accuracy"] <= 0.55, (tfidf, constant)
+    rows = json.loads(cli("compare", str(tmp_path / "*"), "--format", "json").stdout)["rows"]
+    assert [row["model.name_or_path"] for row in rows] == ["tfidf:char1-3,C=10", "constant:negative"], rows
+
+
+def test_tfidf_baseline_refuses_sentence_pairs(tmp_path):
+    r = baseline(REPO / "configs/finetune/mrpc-minilm.yaml", "--kind", "tfidf", "--output", tmp_path / "x")
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        f"error: {REPO / 'configs/finetune/mrpc-minilm.yaml'}: data.text_pair_column is set; "
+        "the tfidf baseline reads one text column"]
+    assert not (tmp_path / "x").exists()
