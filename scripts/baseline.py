@@ -22,10 +22,22 @@ train_seconds and samples/s are absent, so compare leaves those cells empty.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 
 def main() -> None:
+    """Bad input (a config, a column, a file) ends in one line on stderr and exit status 2, as in lmctl."""
+    from lmctl.errors import UserError
+
+    try:
+        run()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="a text-classification config (its validation data is scored)")
     p.add_argument("--kind", choices=["constant", "tfidf"], default="constant", help="default: %(default)s")
@@ -43,19 +55,23 @@ def main() -> None:
 
     from lmctl import config as config_lib
     from lmctl import data, metrics
+    from lmctl.errors import UserError
     from lmctl.rundir import prepare_output_dir, write_json
 
     cfg = config_lib.load_config(args.config, args.set)
     if cfg.task != "text-classification":
-        raise SystemExit(f"error: {args.config}: task {cfg.task}; these baselines are for text-classification")
+        raise UserError(f"{args.config}: task {cfg.task}; these baselines are for text-classification")
     d = cfg.data
     if args.kind == "tfidf" and d.text_pair_column:
-        raise SystemExit(f"error: {args.config}: data.text_pair_column is set; the tfidf baseline reads one text column")
+        raise UserError(f"{args.config}: data.text_pair_column is set; the tfidf baseline reads one text column")
     splits, fingerprints = data.load_splits(cfg, tuple(c for c in (d.text_column, d.text_pair_column) if c))
     train, evals = splits["train"], splits["eval"]
     if len(evals) != 1:
-        raise SystemExit(f"error: {args.config}: give one validation file (data.validation_file), not {len(evals)}")
+        raise UserError(f"{args.config}: give one validation file (data.validation_file), not {len(evals)}")
     dev = next(iter(evals.values()))
+    columns = {"data.text_column": d.text_column, "data.label_column": d.label_column}
+    data.check_columns(train, columns, str(d.train_file))
+    data.check_columns(dev, columns, str(d.validation_file))
     names = list(d.label_names) if d.label_names else sorted({str(v) for v in train[d.label_column]})
 
     def label_id(value) -> int:
