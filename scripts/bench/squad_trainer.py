@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -143,6 +144,11 @@ def best_answers(examples, features, start_logits, end_logits, args) -> dict[str
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        train_rows, eval_rows = split(args.data, args.held_out_articles)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: --data {args.data}: not a readable SQuAD JSON file ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     common.quiet_hf_logging()
     import datasets
     import torch
@@ -151,7 +157,6 @@ def main(argv=None) -> int:
     from lmctl import metrics
 
     model_path = args.model or common.default_model()
-    train_rows, eval_rows = split(args.data, args.held_out_articles)
     if args.max_train_samples:
         train_rows = train_rows[:args.max_train_samples]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
