@@ -49,9 +49,10 @@ class Teacher:
         from lmctl import models
 
         self.path, self.console = path, console
-        self.task = make_task(cfg, console)
+        task = make_task(cfg, console)
         self.tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key=KEY)
-        self.model = self.task.load_model(path, self.tokenizer, KEY)
+        self.model = task.load_model(path, self.tokenizer, KEY)  # the teacher's labels, before binding
+        self.task = task.bind(self.tokenizer)
         self.batch_size = cfg.training.eval_batch
 
     def check_labels(self, task) -> None:
@@ -69,7 +70,7 @@ class Teacher:
         """(encoded rows, outputs) of the teacher on raw rows `ds`, in input order."""
         from lmctl.engine.infer import run_inference
 
-        encoded = self.task.encode(ds, self.tokenizer, "eval" if with_labels else "predict", source)
+        encoded = self.task.encode(ds, "eval" if with_labels else "predict", source)
         self.model.to(accelerator.device)  # not prepare(): checkpoints must not save the teacher
         with self.console.progress(len(encoded), "teacher") as bar:
             return encoded, run_inference(accelerator, self.model, self.task, encoded, self.batch_size, progress=bar)
@@ -94,7 +95,7 @@ def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, trai
         rows = data.read_table(path, "distill.unlabelled_file", tuple(c for c in task.columns(False).values() if c))
         data.check_columns(rows, task.columns(with_labels=False), f"distill.unlabelled_file ({path})")
         unlabelled = len(rows)
-        extra = task.encode(rows, tokenizer, "predict", path)
+        extra = task.encode(rows, "predict", path)
         # Unlabelled rows: -100 is ignored by cross-entropy, NaN marks a missing score.
         extra = extra.add_column("labels", [float("nan") if task.regression else -100] * len(extra))
         extra = extra.cast(train_enc.features)

@@ -21,11 +21,11 @@ from lmctl import families
 from lmctl.errors import UserError
 
 
-def batches(task, tokenizer, rows, batch_size: int) -> list[dict]:
-    """Labelled rows as collated batches (the loss the importance scores differentiate)."""
+def batches(task, rows, batch_size: int) -> list[dict]:
+    """Labelled rows as collated batches (the loss the importance scores differentiate); `task` is bound."""
     from lmctl.engine.batching import collated_batches
 
-    return collated_batches(task.encode(rows, tokenizer, "eval", "importance data"), task.eval_collate, batch_size)
+    return collated_batches(task.encode(rows, "eval", "importance data"), task.eval_collate, batch_size)
 
 
 def _loss(model, batches: list[dict]) -> float:

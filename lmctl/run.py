@@ -116,9 +116,10 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     set_seed(cfg.training.seed)
     tokenizer = tokenizer_for_run(cfg, task.texts(splits["train"]), name, console, accelerator,
                                   out if resume_from else None)
+    task = task.bind(tokenizer)
     with accelerator.main_process_first():
-        train_enc = task.encode(splits["train"], tokenizer, "train", data.source_name(cfg, "train"))
-        eval_sets = {eval_set: task.encode(ds, tokenizer, "eval", data.source_name(cfg, "validation", eval_set))
+        train_enc = task.encode(splits["train"], "train", data.source_name(cfg, "train"))
+        eval_sets = {eval_set: task.encode(ds, "eval", data.source_name(cfg, "validation", eval_set))
                      for eval_set, ds in splits["eval"].items()}
     loss_fn = None
     # alpha 0 is the labels-only baseline of a from-teacher student: the teacher's outputs would
@@ -209,9 +210,10 @@ def _start_run_dir(cfg, out: Path, overwrite: bool, fingerprints: dict, tokenize
         tokenizer.save_pretrained(out)  # the trained vocabulary: a resumed run reads it back
 
 
-def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, str]], with_labels: bool, check=None):
-    """The model in `model_dir` and its tokenizer, prepared by accelerate, after every table's
-    columns were checked."""
+def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, str]], with_labels: bool, check=None,
+                        mode: str | None = None):
+    """(task bound to the model's tokenizer in `mode`, (tokenizer, model prepared by accelerate,
+    accelerator)), after every table's columns were checked."""
     from lmctl import data, models
 
     # The model first: a missing run directory also means a missing config.yaml, and the
@@ -222,13 +224,14 @@ def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, st
     quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer, "--model")
+    task = task.bind(tokenizer, mode)
     if check is not None:
         check(task)
     from lmctl.engine.train import make_accelerator
 
     accelerator = make_accelerator(cfg.training)
     # An ONNX Runtime session has no parameters to place or wrap; its inputs go to the CPU.
-    return tokenizer, model if getattr(model, "is_onnx", False) else accelerator.prepare(model), accelerator
+    return task, (tokenizer, model if getattr(model, "is_onnx", False) else accelerator.prepare(model), accelerator)
 
 
 class _ChunkProgress:
@@ -252,7 +255,7 @@ def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: in
     if max_tokens and accelerator.num_processes > 1:
         raise UserError("--max-tokens: batches under a token budget differ in size, and Accelerate splits each "
                         "batch between processes; run on one process (without `accelerate launch`)")
-    encoded = task.encode(ds, tokenizer, "eval" if with_labels else "predict", source)
+    encoded = task.encode(ds, "eval" if with_labels else "predict", source)
     progress = None if bar is None else _ChunkProgress(bar, done, len(ds), len(encoded))
     outputs = run_inference(accelerator, model, task, encoded, batch_size or cfg.training.eval_batch, progress,
                             max_tokens)
@@ -279,7 +282,7 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
     # Every file is read before the model loads: a bad one costs a second, not a model load.
     tables = [(data.read_table(f, "--data", text_columns(task, with_labels=True)), f) for f in files]
     # A misspelt --fail-under metric fails before inference (the metric names are known once the model loaded).
-    loaded = _load_for_inference(cfg, task, model_dir, tables, True,
+    task, loaded = _load_for_inference(cfg, task, model_dir, tables, True,
                                  check=lambda task: check_gates(gates, task.metric_names))
     results = []
     for ds, data_file in tables:
@@ -314,12 +317,12 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     if explain_steps and not task.explains:
         raise UserError(f"--explain: task '{cfg.task}' has no explanation; explanations are for "
                         "text-classification models (single texts or pairs)")
-    task.set_mode(mode or task.predict_modes[0])
     columns = text_columns(task)
     source = "stdin" if input_file == "-" else input_file
     chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
     first = next(chunks)  # read and checked before the model loads: a bad file costs a second
-    loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False)
+    task, loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False,
+                                       mode=mode or task.predict_modes[0])
     done = 0
     with console.summed_counts(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
         for ds in itertools.chain([first], chunks):
@@ -363,6 +366,7 @@ def _load_for_writing(cfg, model_dir: str, merge: bool, console: Console, comman
     quiet_libraries()
     tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
     model = task.load_model(path, tokenizer, "--model")
+    task = task.bind(tokenizer)
     if adapters.is_adapted(model):
         if not merge:
             raise UserError(f"--model: {model_dir} holds a LoRA adapter; pass --merge to fold it into the base "
@@ -452,7 +456,7 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
     from lmctl.models import count_parameters
 
     before = count_parameters(model)
-    pruned, report = pruning.prune(model, pruning.batches(task, tokenizer, ds, cfg.training.eval_batch), keep_layers,
+    pruned, report = pruning.prune(model, pruning.batches(task, ds, cfg.training.eval_batch), keep_layers,
                                    ffn, console)
     report.update(rows=len(ds), data=str(source), parameters=[before, count_parameters(pruned)])
 
@@ -491,4 +495,4 @@ def _sample_batches(cfg, task, tokenizer, rows: int = 64, batch_size: int = 16) 
             ds, source = table.select(range(min(rows, len(table)))), files[0]
     if ds is None:
         ds = Dataset.from_dict({c: SAMPLE_TEXTS for c in columns})
-    return collated_batches(task.encode(ds, tokenizer, "predict", source), task.eval_collate, batch_size)
+    return collated_batches(task.encode(ds, "predict", source), task.eval_collate, batch_size)

@@ -57,7 +57,7 @@ def tokenizer():
 # ---- masking -----------------------------------------------------------------------------
 
 def test_prompt_tokens_are_masked_exactly(tokenizer):
-    enc = make_task().encode(dataset([PAIR]), tokenizer, "train", "train.jsonl")[0]
+    enc = make_task().bind(tokenizer).encode(dataset([PAIR]), "train", "train.jsonl")[0]
     eos = "<|endoftext|>"
     # Hand-written: bos (GPT-2's bos is its eos, the document separator), the prompt, the completion, eos.
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == [
@@ -78,7 +78,8 @@ def test_loss_is_the_mean_over_completion_tokens(tokenizer):
 
     task = make_task()
     rows = [PAIR, {"prompt": "sort: owl, eel, bee, cat =", "completion": " bee, cat, eel, owl"}]
-    features = list(task.encode(dataset(rows), tokenizer, "train", "train.jsonl"))
+    task = task.bind(tokenizer)
+    features = list(task.encode(dataset(rows), "train", "train.jsonl"))
     batch = task.collate([{k: f[k] for k in ("input_ids", "labels")} for f in features])
     n0 = len(features[0]["input_ids"])
     assert batch["labels"][0, n0:].eq(-100).all()  # padding is never a target
@@ -103,7 +104,8 @@ def test_loss_is_the_mean_over_completion_tokens(tokenizer):
 def test_evaluation_batches_carry_left_padded_prompts(tokenizer):
     task = make_task()
     rows = [PAIR, {"prompt": "sort: owl, eel, bee, cat =", "completion": " bee, cat, eel, owl"}]
-    features = list(task.encode(dataset(rows), tokenizer, "eval", "dev.jsonl"))
+    task = task.bind(tokenizer)
+    features = list(task.encode(dataset(rows), "eval", "dev.jsonl"))
     assert [f["reference"] for f in features] == [r["completion"] for r in rows]
     batch = task.eval_collate([dict(f) for f in features])
     prompts = [[tokenizer.bos_token_id] + tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows]
@@ -116,7 +118,7 @@ def test_evaluation_batches_carry_left_padded_prompts(tokenizer):
 def test_truncation_is_reported(tokenizer):
     console = Recorder()
     rows = [PAIR, {"prompt": "sort: owl, eel, bee, cat, pig, ant, dog =", "completion": " ant, bee"}]
-    encoded = make_task(console, max_length=12).encode(dataset(rows), tokenizer, "train", "train.jsonl")
+    encoded = make_task(console, max_length=12).bind(tokenizer).encode(dataset(rows), "train", "train.jsonl")
     assert [len(x) for x in encoded["input_ids"]] == [11, 12]
     assert all(x == -100 for x in encoded[1]["labels"])  # this prompt alone fills the window
     assert console.warnings == [

@@ -82,7 +82,7 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
             else:
                 out.weight[:, dead] = 0
             live[name] = sorted(set(range(width)) - set(dead.tolist()))
-    batches = prune.batches(task, tokenizer, read_table(runs["dev"], "--data", ("sentence",)), 32)
+    batches = prune.batches(task.bind(tokenizer), read_table(runs["dev"], "--data", ("sentence",)), 32)
     scores = prune.neuron_importance(model, batches)
     assert set(scores) == set(live) and len(live) == 2 * len(FAMILIES[family].layer_stacks)
     for name, score in scores.items():

@@ -263,7 +263,8 @@ def test_answer_in_a_later_window_is_labelled_and_found(bert_tokenizer, padding_
     rng = random.Random(3)
     row = code_row(rng, sentences=6, position=5)  # the code sentence near the end of a long context
     task, console = make_task()
-    train = task.encode(dataset([row]), tokenizer, "train", "train.jsonl")
+    task = task.bind(tokenizer)
+    train = task.encode(dataset([row]), "train", "train.jsonl")
     assert len(train) >= 3, "a context of ~50 tokens in 32-token windows makes several windows"
     assert console.logs == [f"train.jsonl: 1 of 1 question+context pairs did not fit in one window of 32 tokens "
                             f"and were split into overlapping windows ({len(train)} windows in all, qa.doc_stride=8)"]
@@ -276,7 +277,7 @@ def test_answer_in_a_later_window_is_labelled_and_found(bert_tokenizer, padding_
         else:
             assert (s, e) == (0, 0), "windows without the answer point at [CLS]"
 
-    encoded = task.encode(dataset([row]), tokenizer, "eval", "dev.jsonl")
+    encoded = task.encode(dataset([row]), "eval", "dev.jsonl")
     assert len(encoded) == len(train) and set(encoded["example"]) == {0}
     # Consecutive windows overlap by doc_stride tokens and together cover the whole context.
     ends = [max(o[1] for o in offs if o) for offs in encoded["offsets"]]
@@ -317,7 +318,8 @@ def test_the_trainer_reference_makes_lmctl_windows_labels_and_split(bert_tokeniz
     assert [r["id"] for r in eval_rows] == splits["eval"][None]["id"]
 
     task, _ = make_task()
-    ours = task.encode(dataset(train_rows), bert_tokenizer, "train", "train.json")
+    task = task.bind(bert_tokenizer)
+    ours = task.encode(dataset(train_rows), "train", "train.json")
     ref = dataset(train_rows).map(squad_trainer.train_features, batched=True, remove_columns=list(train_rows[0]),
                                   fn_kwargs=dict(tokenizer=bert_tokenizer, args=args))
     assert len(ref) > len(train_rows), "some contexts need several windows"
@@ -327,7 +329,7 @@ def test_the_trainer_reference_makes_lmctl_windows_labels_and_split(bert_tokeniz
     # n-best search, scored 100 by the same metric lmctl reports.
     feats = dataset(eval_rows).map(squad_trainer.eval_features, batched=True, remove_columns=list(eval_rows[0]),
                                    fn_kwargs=dict(tokenizer=bert_tokenizer, args=args))
-    labels = task.encode(dataset(eval_rows), bert_tokenizer, "train", "dev.json")
+    labels = task.encode(dataset(eval_rows), "train", "dev.json")
     n = len(feats[0]["input_ids"])
     starts = np.stack([logits({s: 5.0}, n=n) for s in labels["start_positions"]])
     ends = np.stack([logits({e: 5.0}, n=n) for e in labels["end_positions"]])
@@ -340,7 +342,8 @@ def test_a_question_longer_than_the_window_is_cut_and_reported(bert_tokenizer):
     row = code_row(rng, sentences=2)
     long_row = {**row, "question": " ".join(["what is the code"] * 12) + "?"}  # ~60 tokens
     task, console = make_task()
-    encoded = task.encode(dataset([row, long_row]), bert_tokenizer, "eval", "dev.jsonl")
+    task = task.bind(bert_tokenizer)
+    encoded = task.encode(dataset([row, long_row]), "eval", "dev.jsonl")
     # 32 tokens - 3 special - doc_stride 8 - 1: a question keeps 20 tokens, so windows move forward.
     assert console.warnings == ["dev.jsonl: 1 of 2 questions (50.0%) are longer than 20 tokens "
                                 "(training.max_length - qa.doc_stride - special tokens) and were cut to that length"]
@@ -353,26 +356,27 @@ def test_answer_longer_than_a_window_is_reported(bert_tokenizer):
     row = {"question": QUESTION, "context": context,
            "answers": {"text": [context[12:-1]], "answer_start": [12]}}
     task, console = make_task()
-    train = task.encode(dataset([row]), bert_tokenizer, "train", "train.jsonl")
+    task = task.bind(bert_tokenizer)
+    train = task.encode(dataset([row]), "train", "train.jsonl")
     assert set(train["start_positions"]) == {0}
     assert console.warnings == ["train.jsonl: 1 of 1 answers are longer than the context part of a window "
                                 "(training.max_length=32) and fit in no window; those questions train as 'no answer'"]
 
 
 def test_doc_stride_that_leaves_no_room_is_refused(bert_tokenizer):
-    task, _ = make_task(qa={"doc_stride": 28})
+    task = make_task(qa={"doc_stride": 28})[0].bind(bert_tokenizer)
     with pytest.raises(UserError, match=r"qa.doc_stride: 28 leaves no room for the question .* below 28"):
-        task.encode(dataset([code_row(random.Random(5), 1)]), bert_tokenizer, "train", "train.jsonl")
+        task.encode(dataset([code_row(random.Random(5), 1)]), "train", "train.jsonl")
 
 
 def test_unanswerable_questions_need_version_2(bert_tokenizer):
     row = code_row(random.Random(6), 1)
     rows = [row, {**row, "answers": {"text": [], "answer_start": []}}]
-    task, _ = make_task()
+    task = make_task()[0].bind(bert_tokenizer)
     with pytest.raises(UserError, match=r"train.jsonl: row 2: no answer; .* qa.version_2_with_negative: true"):
-        task.encode(dataset(rows), bert_tokenizer, "train", "train.jsonl")
-    task, _ = make_task(qa={"version_2_with_negative": True})
-    train = task.encode(dataset(rows), bert_tokenizer, "train", "train.jsonl")
+        task.encode(dataset(rows), "train", "train.jsonl")
+    task = make_task(qa={"version_2_with_negative": True})[0].bind(bert_tokenizer)
+    train = task.encode(dataset(rows), "train", "train.jsonl")
     assert (train[1]["start_positions"], train[1]["end_positions"]) == (0, 0)
     assert train[0]["start_positions"] > 0
 

@@ -73,7 +73,8 @@ def test_tokenizer_texts_are_prefixed_sources_and_targets():
 def test_encode_applies_the_prefix_and_appends_eos(tokenizer):
     rows = [{"source": "pig, ant, cat", "target": "ant, cat, pig"}]
     task = make_task()
-    enc = task.encode(dataset(rows), tokenizer, "eval", "dev.jsonl")[0]
+    task = task.bind(tokenizer)
+    enc = task.encode(dataset(rows), "eval", "dev.jsonl")[0]
     source_ids = tokenizer("sort: pig, ant, cat", add_special_tokens=False)["input_ids"]
     target_ids = tokenizer("ant, cat, pig", add_special_tokens=False)["input_ids"]
     assert enc["input_ids"] == source_ids + [tokenizer.eos_token_id]
@@ -83,7 +84,7 @@ def test_encode_applies_the_prefix_and_appends_eos(tokenizer):
     # Words are whole pieces (the data's commas make the Unigram trainer learn them).
     assert tokenizer.convert_ids_to_tokens(target_ids) == ["▁ant", ",", "▁cat", ",", "▁pig"]
     # predict: the same source encoding, no targets needed.
-    pred = task.encode(dataset(rows).remove_columns(["target"]), tokenizer, "predict", "in.jsonl")[0]
+    pred = task.encode(dataset(rows).remove_columns(["target"]), "predict", "in.jsonl")[0]
     assert pred["input_ids"] == enc["input_ids"] and "labels" not in pred
 
 
@@ -92,7 +93,8 @@ def test_truncation_of_sources_and_targets_is_reported(tokenizer):
     task = make_task(console, max_length=10, max_target_length=4)
     rows = [{"source": "pig, ant, cat, owl", "target": "ant, cat, owl, pig"},  # both too long
             {"source": "ant", "target": "ant"}]                               # both fit
-    encoded = task.encode(dataset(rows), tokenizer, "train", "train.jsonl")
+    task = task.bind(tokenizer)
+    encoded = task.encode(dataset(rows), "train", "train.jsonl")
     long = encoded[0]
     assert len(long["input_ids"]) == 10 and long["input_ids"][-1] == tokenizer.eos_token_id
     assert len(long["labels"]) == 4 and long["labels"][-1] == tokenizer.eos_token_id
@@ -108,7 +110,8 @@ def test_truncation_of_sources_and_targets_is_reported(tokenizer):
 def test_collate_pads_labels_to_their_own_width_with_minus_100(tokenizer):
     task = make_task()
     rows = [{"source": "pig, ant, cat, owl, eel", "target": "ant"}, {"source": "bee", "target": "bee, cat, dog"}]
-    features = list(task.encode(dataset(rows), tokenizer, "train", "train.jsonl"))
+    task = task.bind(tokenizer)
+    features = list(task.encode(dataset(rows), "train", "train.jsonl"))
     batch = task.collate([{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in features])
     n_src = [len(f["input_ids"]) for f in features]
     n_tgt = [len(f["labels"]) for f in features]

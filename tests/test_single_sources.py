@@ -46,8 +46,7 @@ def test_perplexity_is_the_same_in_predict_records_and_metrics():
     from lmctl.tasks.causal_lm import CausalLMTask
     from lmctl.tasks.lm_common import perplexity_metrics
 
-    task = CausalLMTask(config_lib.validate({"task": "causal-lm"}), Console(enabled=False))
-    task.set_mode("score")
+    task = CausalLMTask(config_lib.validate({"task": "causal-lm"}), Console(enabled=False)).bind(None, "score")
     nll, tokens = [2.0, 600.0, 0.0], [4, 2, 0]
     records = task.predict_records({"nll": nll, "tokens": tokens})
     # By hand: exp(2/4); exp(300) capped at exp(50); an empty text scores exp(0).
@@ -89,10 +88,10 @@ def test_span_corruption_generates_through_a_ddp_style_wrapper(tiny_models):
 
     cfg = config_lib.validate({"task": "span-corruption", "generation": {"max_new_tokens": 5}})
     task = SpanCorruptionTask(cfg, Console(enabled=False))
-    task.set_mode("generate")
     tokenizer = models.load_tokenizer(str(tiny_models["t5"]))
     model = task.load_model(str(tiny_models["t5"]), tokenizer, "model")
-    encoded = task.encode(Dataset.from_dict({"text": ["the cat <extra_id_0> the movie"]}), tokenizer, "predict", "x")
+    task = task.bind(tokenizer, "generate")
+    encoded = task.encode(Dataset.from_dict({"text": ["the cat <extra_id_0> the movie"]}), "predict", "x")
     batch = task.eval_collate([encoded[0]])
 
     class Wrapped(torch.nn.Module):  # what accelerate's prepare() returns under DDP: the model as `.module`

@@ -166,13 +166,13 @@ def _task(max_length: int, seed: int = 42) -> SpanCorruptionTask:
 def _blocks(task, tokenizer):
     from datasets import Dataset
 
-    return task.encode(Dataset.from_dict({"text": TEXTS}), tokenizer, "train", "test corpus")
+    return task.encode(Dataset.from_dict({"text": TEXTS}), "train", "test corpus")
 
 
 @pytest.mark.parametrize("max_length", [32, 64])
 def test_collate_pads_labels_with_minus_100_and_reconstructs(t5_tokenizer, max_length):
     tok = t5_tokenizer
-    task = _task(max_length)
+    task = _task(max_length).bind(tok)
     blocks = _blocks(task, tok)
     raw, target_length = inputs_and_targets_length(max_length, DENSITY, MEAN_SPAN)
     lengths = blocks["length"]
@@ -206,7 +206,7 @@ def test_collate_pads_labels_with_minus_100_and_reconstructs(t5_tokenizer, max_l
 
 
 def test_training_collate_draws_new_spans_but_eval_collate_is_repeatable(t5_tokenizer):
-    task = _task(64)
+    task = _task(64).bind(t5_tokenizer)
     blocks = _blocks(task, t5_tokenizer)
     features = [{"input_ids": list(ids)} for ids in blocks["input_ids"][:4]]
     train_a = task.collate([dict(f) for f in features])["input_ids"]
@@ -225,8 +225,8 @@ def test_too_few_sentinels_is_a_clear_error(t5_tokenizer):
     # The trained tokenizer has 100 sentinels; a 2,000-token block needs ~100 spans or more.
     from datasets import Dataset
 
-    task = _task(2000)
-    task.encode(Dataset.from_dict({"text": TEXTS[:2]}), t5_tokenizer, "train", "x")
+    task = _task(2000).bind(t5_tokenizer)
+    task.encode(Dataset.from_dict({"text": TEXTS[:2]}), "train", "x")
     with pytest.raises(UserError, match="sentinels"):
         task.collate([{"input_ids": list(range(5, 4005))}])
 
@@ -237,14 +237,13 @@ def test_tokenizer_without_sentinels_is_rejected():
     from lmctl.tokenizer_training import train_tokenizer
 
     tok = train_tokenizer("bert", TEXTS, vocab_size=200, min_frequency=1)
-    with pytest.raises(UserError, match="sentinel"):
-        _task(32).encode(Dataset.from_dict({"text": TEXTS}), tok, "train", "x")
+    with pytest.raises(UserError, match="sentinel"):  # when bound, before any data is encoded
+        _task(32).bind(tok)
 
 
 def test_prediction_splits_the_answer_into_spans_and_fills_the_input(t5_tokenizer):
     tok = t5_tokenizer
-    task = _task(64)
-    task._set_tokenizer(tok)
+    task = _task(64).bind(tok)
     inputs = tok("the old cat sat on the <extra_id_0> near the <extra_id_1> number 3.")["input_ids"]
     answer = tok("<extra_id_0> blue mat <extra_id_1> green door <extra_id_2>", add_special_tokens=False)["input_ids"]
     # As generate returns it: decoder start (pad) first, eos, then padding up to the batch's longest.

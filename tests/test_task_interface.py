@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmctl"
 REQUIRED = ("columns", "texts", "build_model", "load_model", "encode", "collate", "eval_step",
             "compute_metrics", "predict_records")
 # Hooks with a default in Task, which a task may override.
-DEFAULTED = ("fit", "eval_collate", "set_mode", "count_examples", "confusion", "arrange_predictions",
+DEFAULTED = ("fit", "bind", "on_bind", "eval_collate", "count_examples", "confusion", "arrange_predictions",
              "explanation_inputs")
 ATTRIBUTES = ("name", "auto_class", "main_metric", "greater_is_better", "metric_names", "predict_modes", "mode",
               "explains", "streams")
@@ -60,8 +60,10 @@ def test_task_satisfies_the_interface(name):
     import transformers
 
     assert task.auto_class.startswith("AutoModelFor") and hasattr(transformers, task.auto_class)
-    task.set_mode(task.predict_modes[-1])
-    assert task.mode == task.predict_modes[-1]
+    bound = task.bind(None, task.predict_modes[-1]) if "on_bind" not in vars(cls) else None
+    if bound is not None:  # a copy in that mode; the unbound task keeps its own
+        assert bound.mode == task.predict_modes[-1] and bound is not task and bound.tokenizer is None
+        assert task.mode == cls.mode
     # A task that says it explains gives the inputs to explain.
     assert task.explains == (cls.explanation_inputs is not Task.explanation_inputs)
     if "arrange_predictions" not in vars(cls):  # reranking orders by query; the rest keep input order

@@ -3,10 +3,17 @@
 The engine knows nothing about labels, answers or generation: it trains on whatever
 `encode` produced, asks `eval_step` for per-example tensors, and hands the gathered,
 input-ordered arrays back to `compute_metrics` / `predict_records`.
+
+A task's life has two stages. Unbound (`Task(cfg, console)`), it names its columns, learns
+what the training data defines (`fit`) or a trained model records (`load_model`), and gives
+the texts a tokenizer is trained on. `bind(tokenizer, mode)` then returns a bound copy that
+encodes, collates, runs and decodes with that tokenizer in that mode; nothing a later call
+does changes a bound task, so one can serve a worker thread call after call.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable, Protocol
 
 from lmctl.errors import RowError
@@ -31,7 +38,10 @@ class Task(Protocol):
     predict_modes: tuple[str, ...]
     """What `predict` can do with this task; the first is the default."""
     mode: str
-    """The current predict mode, or what the task does when it is not predicting."""
+    """What the task does: one of `predict_modes` once bound for prediction, else its training and
+    evaluation behaviour (the class default). Fixed by `bind`."""
+    tokenizer: Any = None
+    """The tokenizer of a bound task (None before `bind`)."""
     explains: bool = False
     """Whether predict can explain this task's outputs (attributions to the input words)."""
     streams: bool = True
@@ -60,12 +70,27 @@ class Task(Protocol):
         names where the path came from in error messages."""
         ...
 
-    def encode(self, ds, tokenizer, split: str, source: str):
-        """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'."""
+    def bind(self, tokenizer, mode: str | None = None) -> "Task":
+        """A copy of this task bound to `tokenizer` and `mode` (one of `predict_modes`; None: training
+        and evaluation), the task that encode/collate/eval_step/compute_metrics/predict_records are
+        called on. Labels learnt by `fit` or `load_model` come along; the copy never changes after."""
+        bound = copy.copy(self)
+        bound.tokenizer = tokenizer
+        if mode is not None:
+            bound.mode = mode
+        bound.on_bind()
+        return bound
+
+    def on_bind(self) -> None:
+        """What a bound task derives from its tokenizer once (a collator, sentinel ids); checks that
+        the tokenizer suits the task (a mask token for masked-lm) raise here, before any data is encoded."""
+
+    def encode(self, ds, split: str, source: str):
+        """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'. Bound tasks only."""
         ...
 
     def collate(self, features: list[dict]) -> dict:
-        """Training batches: pad (and, for pretraining objectives, corrupt) encoded examples."""
+        """Training batches: pad (and, for pretraining objectives, corrupt) encoded examples. Bound tasks only."""
         ...
 
     def eval_collate(self, features: list[dict]) -> dict:
@@ -83,10 +108,6 @@ class Task(Protocol):
     def predict_records(self, outputs: dict[str, Any], encoded) -> list[dict]:
         """Gathered outputs → one JSON-able record per input row, in input order."""
         ...
-
-    def set_mode(self, mode: str) -> None:
-        """Choose one of `predict_modes` before `encode` (the caller checks that it is one)."""
-        self.mode = mode
 
     def count_examples(self, encoded) -> int:
         """Input rows behind `encoded` (a task that splits a row into several features counts rows)."""

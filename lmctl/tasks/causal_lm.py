@@ -68,8 +68,8 @@ class CausalLMTask(LanguageModelTask):
         token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         return [token] if token is not None else []
 
-    def encode(self, ds, tokenizer, split: str, source: str):
-        self.tokenizer = tokenizer
+    def encode(self, ds, split: str, source: str):
+        tokenizer = self.tokenizer
         if split == "predict":
             column = self.prompt_column or self.corpus.column
             encoded = encode_prompts(ds, column, tokenizer, self.max_length - 1, source, self.console,

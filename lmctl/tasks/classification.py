@@ -33,7 +33,7 @@ class ClassificationTask(Task):
         self.regression = False
         self.label_names: list[str] = []
         self._label_to_id: dict[Any, int] = {}
-        self._collator = None
+        self._collator = None  # set by bind
 
     # ---- metadata ---------------------------------------------------------------
     @property
@@ -145,9 +145,9 @@ class ClassificationTask(Task):
             if column:
                 yield from ds[column]
 
-    def encode(self, ds, tokenizer, split: str, source: str):
+    def encode(self, ds, split: str, source: str):
         with_labels = split != "predict"
-        self._set_tokenizer(tokenizer)
+        tokenizer = self.tokenizer
         check_column_values_are_text(ds, self.text_column, source)
         check_column_values_are_text(ds, self.pair_column, source)
         if with_labels:
@@ -187,10 +187,10 @@ class ClassificationTask(Task):
     predict_modes = ("classify",)
     mode = "classify"
 
-    def _set_tokenizer(self, tokenizer) -> None:
+    def on_bind(self) -> None:
         from transformers import DataCollatorWithPadding
 
-        self._collator = DataCollatorWithPadding(tokenizer)
+        self._collator = DataCollatorWithPadding(self.tokenizer)
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

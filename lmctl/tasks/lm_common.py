@@ -136,6 +136,7 @@ class LanguageModelTask(Task):
 
     main_metric = "loss"
     greater_is_better = False
+    mode = "eval"
     metric_names = PERPLEXITY_METRICS
     auto_class = "AutoModelForCausalLM"  # a transformers name, imported only when a model is built
 
@@ -144,8 +145,6 @@ class LanguageModelTask(Task):
         self.console = console
         self.corpus = TextCorpus(cfg, console)
         self.max_length = cfg.training.max_length
-        self.mode = "eval"
-        self.tokenizer = None
 
     def columns(self, with_labels: bool) -> dict:
         return self.corpus.columns()

@@ -21,23 +21,23 @@ class MaskedLMTask(LanguageModelTask):
     auto_class = "AutoModelForMaskedLM"
     predict_modes = ("fill-mask",)
 
-    def __init__(self, cfg, console):
-        super().__init__(cfg, console)
-        self._collator = None
-
     # ---- data -------------------------------------------------------------------
-    def encode(self, ds, tokenizer, split: str, source: str):
+    def on_bind(self) -> None:
         from transformers import DataCollatorForLanguageModeling
 
         from lmctl.errors import UserError
 
+        tokenizer = self.tokenizer
         if tokenizer.mask_token is None:
             raise UserError(f"model: tokenizer {type(tokenizer).__name__} has no mask token; masked-lm needs a "
                             "BERT-family tokenizer")
-        self.tokenizer = tokenizer
-        wwm = self.cfg.pretraining.whole_word_masking
         self._collator = DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=self.cfg.pretraining.mlm_probability, whole_word_mask=wwm)
+            tokenizer, mlm_probability=self.cfg.pretraining.mlm_probability,
+            whole_word_mask=self.cfg.pretraining.whole_word_masking)
+
+    def encode(self, ds, split: str, source: str):
+        tokenizer = self.tokenizer
+        wwm = self.cfg.pretraining.whole_word_masking
         if split == "predict":
             return encode_prompts(ds, self.corpus.column, tokenizer, self.max_length, source, self.console,
                                   add_special_tokens=True)

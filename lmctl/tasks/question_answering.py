@@ -99,7 +99,6 @@ class QuestionAnsweringTask(Task):
         self.answers_column = cfg.data.answers_column
         self.max_length = cfg.training.max_length
         self.qa = cfg.qa
-        self._tokenizer = None
 
     def columns(self, with_labels: bool) -> dict[str, str | None]:
         cols = {"data.question_column": self.question_column, "data.context_column": self.context_column}
@@ -125,13 +124,13 @@ class QuestionAnsweringTask(Task):
                           allow_pickle=self.cfg.model.allow_pickle_weights)
 
     # ---- data -------------------------------------------------------------------
-    def encode(self, ds, tokenizer, split: str, source: str):
+    def encode(self, ds, split: str, source: str):
         """Rows → windows. Training windows carry start/end token labels; evaluation and prediction
         windows carry what `extract_answers` needs: `example`, `offsets`, `context`, `cls_index`
         (and the gold answer texts, when labelled)."""
         from datasets import Dataset
 
-        self._tokenizer = tokenizer
+        tokenizer = self.tokenizer
         with_labels, train = split != "predict", split == "train"
         check_column_values_are_text(ds, self.question_column, source)
         check_column_values_are_text(ds, self.context_column, source)
@@ -251,7 +250,7 @@ class QuestionAnsweringTask(Task):
 
     def collate(self, features: list[dict]) -> dict:
         # Always pad on the right: logits position t must be token t of the window's offsets.
-        return self._tokenizer.pad([{k: f[k] for k in _MODEL_KEYS if k in f} for f in features],
+        return self.tokenizer.pad([{k: f[k] for k in _MODEL_KEYS if k in f} for f in features],
                                    padding=True, padding_side="right", return_tensors="pt")
 
 

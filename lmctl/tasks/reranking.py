@@ -45,7 +45,7 @@ class RerankingTask(Task):
             raise UserError("data.text_pair_column: task 'reranking' scores (query, candidate) pairs; set it to "
                             "the candidate column (data.text_column is the query)")
         self.max_grade: float | None = None
-        self._collator = None
+        self._collator = None  # set by bind
 
     # ---- metadata ---------------------------------------------------------------
     @property
@@ -133,11 +133,14 @@ class RerankingTask(Task):
                 raise reject(source, i, f"empty query id in column '{column}'; fill or remove that row")
         return keys
 
-    def encode(self, ds, tokenizer, split: str, source: str):
+    def on_bind(self) -> None:
         from transformers import DataCollatorWithPadding
 
+        self._collator = DataCollatorWithPadding(self.tokenizer)
+
+    def encode(self, ds, split: str, source: str):
         with_labels = split != "predict"
-        self._collator = DataCollatorWithPadding(tokenizer)
+        tokenizer = self.tokenizer
         check_column_values_are_text(ds, self.query_column, source)
         check_column_values_are_text(ds, self.candidate_column, source)
         keys = self.query_keys(ds, source)
@@ -145,12 +148,12 @@ class RerankingTask(Task):
         groups = [first_seen.setdefault(key, len(first_seen)) for key in keys]
         if with_labels:
             grades = self._grades(ds, source)
-            if self.max_grade is None:
-                self.max_grade = max(max(grades), 1.0)
-            above = next((i for i, g in enumerate(grades) if g > self.max_grade), None)
+            # A model that does not record its top grade (not trained by lmctl) takes this file's.
+            max_grade = self.max_grade if self.max_grade is not None else max(max(grades), 1.0)
+            above = next((i for i, g in enumerate(grades) if g > max_grade), None)
             if above is not None:
                 raise reject(source, above, f"label {grades[above]:g} is above the highest grade the model was "
-                                            f"trained with ({self.max_grade:g}); use grades 0..{self.max_grade:g}")
+                                            f"trained with ({max_grade:g}); use grades 0..{max_grade:g}")
             if split == "eval":
                 self._report_unjudgeable(groups, grades, source)
 
@@ -163,7 +166,7 @@ class RerankingTask(Task):
             enc["query_group"] = [groups[i] for i in indices]
             if with_labels:
                 enc["grade"] = [grades[i] for i in indices]
-                enc["labels"] = [grades[i] / self.max_grade for i in indices]
+                enc["labels"] = [grades[i] / max_grade for i in indices]
             return enc
 
         encoded = ds.map(tokenize, batched=True, with_indices=True, remove_columns=ds.column_names, desc=None)
@@ -202,7 +205,7 @@ class RerankingTask(Task):
         grades = np.asarray(encoded["grade"], dtype=float)
         # Ranking by logit, not sigmoid: a saturated sigmoid turns distinct scores into ties.
         result = metrics.ranking_metrics(logits, grades, encoded["query_group"], self.k)
-        targets = grades / self.max_grade
+        targets = np.asarray(encoded["labels"], dtype=float).reshape(-1)  # grades / the top grade
         # Binary cross-entropy with logits, in its numerically stable form (as torch computes it).
         bce = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
         result["loss"] = float(bce.mean())

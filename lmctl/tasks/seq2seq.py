@@ -56,8 +56,8 @@ class Seq2SeqTask(LanguageModelTask):
         check_column_values_are_text(train, self.target_column, source)
 
     # ---- data -------------------------------------------------------------------
-    def encode(self, ds, tokenizer, split: str, source: str):
-        self.tokenizer = tokenizer
+    def encode(self, ds, split: str, source: str):
+        tokenizer = self.tokenizer
         with_targets = split != "predict"
         check_column_values_are_text(ds, self.source_column, source)
         if with_targets:

@@ -92,8 +92,8 @@ class SpanCorruptionTask(LanguageModelTask):
         self.sentinel_index: dict[int, int] = {}  # token id -> k of <extra_id_k>
 
     # ---- data -------------------------------------------------------------------
-    def _set_tokenizer(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def on_bind(self) -> None:
+        tokenizer = self.tokenizer
         ids = []
         for k in range(1000):
             token_id = tokenizer.convert_tokens_to_ids(T5.sentinel.format(k))
@@ -106,8 +106,8 @@ class SpanCorruptionTask(LanguageModelTask):
         self.sentinels = ids
         self.sentinel_index = {token_id: k for k, token_id in enumerate(ids)}
 
-    def encode(self, ds, tokenizer, split: str, source: str):
-        self._set_tokenizer(tokenizer)
+    def encode(self, ds, split: str, source: str):
+        tokenizer = self.tokenizer
         if split == "predict":
             return encode_prompts(ds, self.corpus.column, tokenizer, self.max_length, source, self.console,
                                   add_special_tokens=True)
