@@ -22,5 +22,10 @@ class RowError(UserError):
         self.source, self.row, self.message, self.where = source, row, message, where
         super().__init__(f"{source}: row {row}{where}: {message}")
 
+    @property
+    def index(self) -> int:
+        """The row's place counted from 0 (an index into the rows a caller handed over)."""
+        return self.row - 1
+
     def shifted(self, rows_before: int) -> "RowError":
         return RowError(self.source, self.row + rows_before, self.message, self.where)

@@ -19,7 +19,7 @@ from lmctl.data import CHUNK_ROWS
 from lmctl.engine import trackers
 from lmctl.errors import UserError
 from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
-from lmctl.tasks import PRETRAINING_TASKS
+from lmctl.tasks import PRETRAINING_TASKS, make_task, text_columns
 
 
 @contextmanager
@@ -29,20 +29,6 @@ def flag(name: str):
         yield
     except UserError as exc:
         raise UserError(f"{name}: {exc}") from None
-
-
-def make_task(cfg, console):
-    from lmctl.tasks import get_task_class
-
-    return get_task_class(cfg.task)(cfg, console)
-
-
-def text_columns(task, with_labels: bool = False) -> tuple[str, ...]:
-    """The columns a task reads as text: kept as strings when files are parsed (a CSV target of
-    digits is still text to generate), and the inputs echoed by predict. Labels and SQuAD
-    answers keep their parsed types."""
-    return tuple(c for key, c in task.columns(with_labels).items()
-                 if c and key not in ("data.label_column", "data.answers_column"))
 
 
 def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
@@ -210,62 +196,35 @@ def _start_run_dir(cfg, out: Path, overwrite: bool, fingerprints: dict, tokenize
         tokenizer.save_pretrained(out)  # the trained vocabulary: a resumed run reads it back
 
 
-def _load_for_inference(cfg, task, model_dir: str, tables: list[tuple[object, str]], with_labels: bool, check=None,
-                        mode: str | None = None):
-    """(task bound to the model's tokenizer in `mode`, (tokenizer, model prepared by accelerate,
-    accelerator)), after every table's columns were checked."""
-    from lmctl import data, models
-
-    # The model first: a missing run directory also means a missing config.yaml, and the
-    # default columns that replace it would blame the data instead.
-    path = models.resolve(model_dir, key="--model")
-    for ds, source in tables:
-        data.check_columns(ds, task.columns(with_labels=with_labels), source)
-    quiet_libraries()
-    tokenizer = models.load_tokenizer(path, cfg.model.trust_remote_code, key="--model")
-    model = task.load_model(path, tokenizer, "--model")
-    task = task.bind(tokenizer, mode)
-    if check is not None:
-        check(task)
-    from lmctl.engine.train import make_accelerator
-
-    accelerator = make_accelerator(cfg.training)
-    # An ONNX Runtime session has no parameters to place or wrap; its inputs go to the CPU.
-    return task, (tokenizer, model if getattr(model, "is_onnx", False) else accelerator.prepare(model), accelerator)
-
-
-class _ChunkProgress:
-    """One chunk's progress on a bar that counts the input's rows: the loop below counts what it
-    runs (encoded features, several for a long QA context; texts explained) out of `count`."""
-
-    def __init__(self, bar, done: int, rows: int, count: int):
-        self.bar, self.done, self.rows, self.count = bar, done, rows, max(count, 1)
-
-    def update(self, completed: int) -> None:
-        self.bar.update(self.done + self.rows * completed // self.count)
-
-
-def _infer(cfg, task, loaded, ds, source: str, with_labels: bool, batch_size: int | None, bar, done: int = 0,
-           max_tokens: int | None = None):
-    """Encode `ds` and run the loaded model on it; outputs come back in input order. `bar` (or None)
-    counts rows, `done` of them before `ds`."""
-    from lmctl.engine.infer import run_inference
-
-    tokenizer, model, accelerator = loaded
-    if max_tokens and accelerator.num_processes > 1:
-        raise UserError("--max-tokens: batches under a token budget differ in size, and Accelerate splits each "
-                        "batch between processes; run on one process (without `accelerate launch`)")
-    encoded = task.encode(ds, "eval" if with_labels else "predict", source)
-    progress = None if bar is None else _ChunkProgress(bar, done, len(ds), len(encoded))
-    outputs = run_inference(accelerator, model, task, encoded, batch_size or cfg.training.eval_batch, progress,
-                            max_tokens)
-    return encoded, outputs
-
-
 def check_gates(gates, names) -> None:
     unknown = [g for g in gates if g not in names]
     if unknown:
         raise UserError(f"--fail-under: unknown metric '{unknown[0]}'; this task reports: {', '.join(sorted(names))}")
+
+
+def _predictor(cfg, model_dir: str, console: Console, batch_size: int | None, max_tokens: int | None,
+               mode: str | None = None):
+    """The Predictor of `model_dir`, after the checks that need no model."""
+    from lmctl.predictor import Predictor
+
+    if max_tokens:
+        from accelerate import PartialState
+
+        if PartialState().num_processes > 1:
+            raise UserError("--max-tokens: batches under a token budget differ in size, and Accelerate splits each "
+                            "batch between processes; run on one process (without `accelerate launch`)")
+    return Predictor(model_dir, mode, cfg=cfg, batch_size=batch_size, max_tokens=max_tokens, console=console,
+                     key="--model")
+
+
+def _check_model_then_columns(cfg, task, model_dir: str, tables, with_labels: bool) -> None:
+    """The model path first (a missing run directory also means a missing config.yaml, and the
+    default columns that replace it would blame the data instead), then every table's columns."""
+    from lmctl import data, models
+
+    models.resolve(model_dir, key="--model")
+    for ds, source in tables:
+        data.check_columns(ds, task.columns(with_labels=with_labels), source)
 
 
 def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int | None, console: Console,
@@ -281,22 +240,16 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
     task = make_task(cfg, console)
     # Every file is read before the model loads: a bad one costs a second, not a model load.
     tables = [(data.read_table(f, "--data", text_columns(task, with_labels=True)), f) for f in files]
+    _check_model_then_columns(cfg, task, model_dir, tables, with_labels=True)
+    predictor = _predictor(cfg, model_dir, console, batch_size, max_tokens)
     # A misspelt --fail-under metric fails before inference (the metric names are known once the model loaded).
-    task, loaded = _load_for_inference(cfg, task, model_dir, tables, True,
-                                 check=lambda task: check_gates(gates, task.metric_names))
+    check_gates(gates, predictor.eval_task.metric_names)
     results = []
     for ds, data_file in tables:
         with console.progress(len(ds), "evaluate", unit="rows") as bar:
-            encoded, outputs = _infer(cfg, task, loaded, ds, data_file, True, batch_size, bar, max_tokens=max_tokens)
-        metrics = {k: float(v) for k, v in task.compute_metrics(outputs, encoded).items()}
-        check_gates(gates, metrics)
-        result = {"model": str(model_dir), "data": str(data_file), "examples": task.count_examples(encoded),
-                  "metrics": metrics}
-        matrix = task.confusion(outputs)
-        if matrix is not None:
-            names, values = matrix
-            result["confusion_matrix"] = {"labels": names, "matrix": values.tolist()}
-        results.append(result)
+            result = predictor.evaluate_table(ds, data_file, bar)
+        check_gates(gates, result["metrics"])
+        results.append({"model": str(model_dir), "data": str(data_file), **result})
     return results
 
 
@@ -321,37 +274,18 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     source = "stdin" if input_file == "-" else input_file
     chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
     first = next(chunks)  # read and checked before the model loads: a bad file costs a second
-    task, loaded = _load_for_inference(cfg, task, model_dir, [(first, source)], False,
-                                       mode=mode or task.predict_modes[0])
+    _check_model_then_columns(cfg, task, model_dir, [(first, source)], with_labels=False)
+    predictor = _predictor(cfg, model_dir, console, batch_size, max_tokens, mode)
+    if explain_steps and predictor.backend == "onnx":
+        raise UserError(f"--explain: {model_dir} is an ONNX export, which has no gradients; explain with the run "
+                        "directory it was exported from")
     done = 0
     with console.summed_counts(), console.progress(data.count_rows(input_file, "--input"), "predict", unit="rows") as bar:
         for ds in itertools.chain([first], chunks):
             data.check_columns(ds, task.columns(with_labels=False), source)  # a folder's later files
             with data.rows_from(done):
-                # The bar follows the slow part: inference, or the explanations after it.
-                encoded, outputs = _infer(cfg, task, loaded, ds, source, False, batch_size,
-                                          None if explain_steps else bar, done, max_tokens)
-                records = task.predict_records(outputs, encoded)
-                if explain_steps:
-                    explained = _explain(cfg, task, loaded, ds, outputs, explain_steps, bar, done)
-                    records = [{**r, **e} for r, e in zip(records, explained)]
-            # Echo the input text so each line of the output stands on its own.
-            shown = ds.select_columns([c for c in columns if c in ds.column_names])[:]  # column → values
-            yield from task.arrange_predictions([{**{c: v[i] for c, v in shown.items()}, **r}
-                                                 for i, r in enumerate(records)])
+                yield from predictor.predict_table(ds, source, bar, done, explain_steps)
             done += len(ds)
-
-
-def _explain(cfg, task, loaded, ds, outputs, steps: int, bar, done: int) -> list[dict]:
-    from lmctl.explain import explain
-
-    tokenizer, model, accelerator = loaded
-    if getattr(model, "is_onnx", False):
-        raise UserError(f"--explain: {cfg.model.name_or_path} is an ONNX export, which has no gradients; explain "
-                        "with the run directory it was exported from")
-    texts, pairs, targets = task.explanation_inputs(ds, outputs)
-    return explain(accelerator.unwrap_model(model), tokenizer, texts, pairs, targets, cfg.training.max_length,
-                   steps, progress=_ChunkProgress(bar, done, len(ds), len(texts)))
 
 
 def _load_for_writing(cfg, model_dir: str, merge: bool, console: Console, command: str):

@@ -27,3 +27,16 @@ PRETRAINING_TASKS = ("masked-lm", "causal-lm", "span-corruption")
 def get_task_class(name: str):
     module_name, _, class_name = TASKS[name].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_task(cfg, console):
+    """The (unbound) task a config names."""
+    return get_task_class(cfg.task)(cfg, console)
+
+
+def text_columns(task, with_labels: bool = False) -> tuple[str, ...]:
+    """The columns a task reads as text: kept as strings when files are parsed (a CSV target of
+    digits is still text to generate), and the inputs echoed by predict. Labels and SQuAD
+    answers keep their parsed types."""
+    return tuple(c for key, c in task.columns(with_labels).items()
+                 if c and key not in ("data.label_column", "data.answers_column"))
