@@ -211,8 +211,13 @@ def read_table(spec: str | Path, key: str, text_columns: tuple[str, ...] = (), d
     return _to_dataset(frame, spec, key)
 
 
-def _no_rows(path: Path, key: str) -> UserError:
-    return UserError(f"{key}: {path} has a header but no data rows")
+class NoRows(UserError):
+    """An input with no data rows: an error for training and evaluation; `predict` writes an empty
+    output instead (a nightly job with no new rows is not a failure)."""
+
+
+def _no_rows(path: Path | str, key: str) -> NoRows:
+    return NoRows(f"{key}: {path} has a header but no data rows")
 
 
 def _to_dataset(frame, source, key: str, first_row: int = 0):
@@ -300,13 +305,12 @@ def read_chunks(spec: str, key: str, text_columns: tuple[str, ...] = (),
         check_file(path, key)
     first_row = 0
     for path in paths:
-        before = first_row
         for frame in _frame_chunks(path, text_columns, chunk_rows):
             if len(frame):
                 yield _to_dataset(frame, spec, key, first_row)
                 first_row += len(frame)
-        if first_row == before:
-            raise _no_rows(path, key)
+    if first_row == 0:  # a file with a header and no rows among others adds none; all of them: none at all
+        raise _no_rows(spec, key)
 
 
 def _frame_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Iterator:
@@ -356,7 +360,7 @@ def _stdin_chunks(text_columns: tuple[str, ...], rows: int | None) -> Iterator:
         else:
             yield Dataset.from_dict({_txt_column(text_columns): [text for _, text in batch]})
     if json_lines is None:
-        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
+        raise NoRows("stdin: no input lines")
 
 
 def _json_line(n: int, text: str):

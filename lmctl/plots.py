@@ -39,6 +39,8 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     """Write by rename, like every other file of a run directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked up front by rundir.check_output_file
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
     os.replace(tmp, path)

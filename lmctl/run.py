@@ -273,7 +273,14 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     columns = text_columns(task)
     source = "stdin" if input_file == "-" else input_file
     chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
-    first = next(chunks)  # read and checked before the model loads: a bad file costs a second
+    try:
+        first = next(chunks)  # read and checked before the model loads: a bad file costs a second
+    except data.NoRows as exc:
+        from lmctl import models
+
+        models.resolve(model_dir, key="--model")  # a wrong model path is still an error
+        console.warn(f"{exc}; no predictions written")
+        return
     _check_model_then_columns(cfg, task, model_dir, [(first, source)], with_labels=False)
     predictor = _predictor(cfg, model_dir, console, batch_size, max_tokens, mode)
     if explain_steps and predictor.backend == "onnx":
@@ -346,7 +353,7 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
         onnx_model.check_installed()
     elif quantize:
         raise UserError(f"--quantize {quantize}: quantized models are ONNX; drop --format transformers")
-    check_output_dir(output, overwrite)
+    check_output_dir(output, overwrite, key="--output")
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
         onnx_model.check_exportable(cfg.task, model.config)
@@ -379,7 +386,7 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
     source = data_file or cfg.data.train_file or next(iter(cfg.data.eval_files().values()), None)
     if not source:
         raise UserError("prune: no labelled data to score importance on; pass --data FILE")
-    check_output_dir(output, overwrite)
+    check_output_dir(output, overwrite, key="--output")
     task = make_task(cfg, console)
     key = "--data" if data_file else "data.train_file" if cfg.data.train_file else "data.validation_file"
     ds = data.read_table(source, key, text_columns(task, with_labels=True))

@@ -38,6 +38,7 @@ def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
     """Write `lines` as they come (e.g. predictions, chunk by chunk) to a temporary file beside
     `path`, renamed to `path` once the last is written: a failure on the way leaves no half file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked up front by check_output_file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -75,16 +76,35 @@ def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> None:
-    """The checks of `prepare_output_dir` without touching anything (run before loading)."""
+def check_output_dir(path: str | Path, overwrite: bool, key: str = "output_dir") -> None:
+    """The checks of `prepare_output_dir` without touching anything (run before loading); `key`
+    names the setting or flag the path came from."""
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out}: exists and is a file; choose another output_dir")
+        raise UserError(f"{key} {out}: exists and is a file; choose another {key}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output_dir {out}: not empty; pass --overwrite to replace it or set output_dir to a new path")
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+        raise UserError(f"{key} {out}: not empty; pass --overwrite to replace it or set {key} to a new path")
+    _check_ancestor(out, key)
+
+
+def check_output_file(path: str | Path, key: str) -> None:
+    """A file a command will write at the end (predictions, metrics, a plot or a page), checked
+    before any model loads: a folder, or a path under a file, would otherwise fail after all the work."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{key} {out}: is a directory; give a file path, e.g. {out / 'out'}")
+    _check_ancestor(out, key)
+
+
+def _check_ancestor(out: Path, key: str) -> None:
+    # The nearest part of the path that exists must be a writable folder (missing ones are created).
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if parent == out and not out.is_dir():
+        parent = out.parent  # a file to replace: its folder must take the new one
+    if not parent.is_dir():
+        raise UserError(f"{key} {out}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK):
-        raise UserError(f"output_dir {out}: {parent} is not writable; choose a writable path")
+        raise UserError(f"{key} {out}: {parent} is not writable; choose a writable path")
 
 
 def file_fingerprint(path: str | Path) -> dict:

@@ -31,6 +31,10 @@ def compare(
 
     if format not in FORMATS:
         raise UserError(f"--format {format}: use one of {', '.join(FORMATS)}")
+    if plot:
+        from lmctl.rundir import check_output_file
+
+        check_output_file(plot, "--plot")
     result = compare_lib.compare(runs, baseline, sort_by, all_keys, fail_if_worse, tolerance)
     if format == "table":
         from lmctl.console import Console

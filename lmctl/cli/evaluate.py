@@ -46,8 +46,10 @@ def evaluate(
     from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
-    from lmctl.rundir import write_json
+    from lmctl.rundir import check_output_file, write_json
 
+    if output is not None:
+        check_output_file(output, "--output")
     gates = parse_gates(fail_under or [])
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
     console = Console()

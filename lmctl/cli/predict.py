@@ -40,8 +40,11 @@ def predict(
     from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console
-    from lmctl.rundir import atomic_write_lines
+    from lmctl.rundir import atomic_write_lines, check_output_file
 
+    for path, key in ((output, "--output"), (explain_html, "--explain-html")):
+        if path is not None:
+            check_output_file(path, key)  # before the model loads, not after every row was predicted
     cfg = config_lib.config_for_model(model, config, set_ or [], task)
     explaining = explain or explain_html is not None
     records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None,
