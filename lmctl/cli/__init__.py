@@ -33,16 +33,22 @@ for _name, _fn in COMMANDS.items():
 app.add_typer(config_cmd.app, name="config")
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # An eager option's callback runs while the arguments are parsed, before Click asks for a
+    # command; a check inside the group callback never ran ("Missing command").
+    if value:
         from lmctl import __version__
 
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
     common.DEBUG = debug
 
 
