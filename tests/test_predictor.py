@@ -168,3 +168,22 @@ def test_a_bad_row_raises_row_error_with_its_index(runs):
         pairs.predict(["one text is not a pair"])
     with pytest.raises(UserError, match="mode generate: task 'text-classification' predicts with: classify"):
         Predictor(str(runs["classification"][0]), "generate")
+
+
+def test_an_onnx_export_predicts_through_the_same_api(runs, tmp_path):
+    from lmctl import Predictor
+
+    run, dev, _ = runs["classification"]
+    export = tmp_path / "onnx"
+    cli("export", "--model", run, "--output", export, "--format", "onnx")
+    output = tmp_path / "preds.jsonl"
+    cli("predict", "--model", export, "--input", dev, "--output", output)
+    predictor = Predictor(str(export))
+    assert predictor.info()["backend"] == "onnx"
+    rows = _read_jsonl(dev)
+    assert predictor.predict(rows) == _read_jsonl(output)
+    # The export scores what the PyTorch run scores (fp32: to rounding).
+    torch_records = Predictor(str(run)).predict(rows)
+    assert [r["label"] for r in predictor.predict(rows)] == [r["label"] for r in torch_records]
+    for a, b in zip(predictor.predict(rows), torch_records):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
