@@ -360,7 +360,8 @@ def _stdin_chunks(text_columns: tuple[str, ...], rows: int | None) -> Iterator:
         else:
             yield Dataset.from_dict({_txt_column(text_columns): [text for _, text in batch]})
     if json_lines is None:
-        raise NoRows("stdin: no input lines")
+        # Unlike a file with a header and no rows, nothing at all on a pipe is taken as a broken upstream.
+        raise UserError("stdin: no input lines; pipe one text (or JSON object) per line")
 
 
 def _json_line(n: int, text: str):

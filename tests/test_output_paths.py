@@ -67,6 +67,3 @@ def test_predict_on_a_header_without_rows_writes_an_empty_output(tiny_models, tm
     line = _one_line(cli("predict", "--model", tmp_path / "no-model", "--input", header_only, "--output", output,
                          code=2))
     assert "--model" in line and "not found" in line
-    # stdin with nothing on it: the same.
-    result = cli("predict", "--model", tiny_models["bert"], input="")
-    assert result.stdout == "" and result.stderr == "warning: stdin: no input lines; no predictions written\n"
