@@ -19,7 +19,7 @@ from lmctl.data import CHUNK_ROWS
 from lmctl.engine import trackers
 from lmctl.errors import UserError
 from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
-from lmctl.tasks import PRETRAINING_TASKS
+from lmctl.tasks import get_task_class, names_where
 
 
 @contextmanager
@@ -32,31 +32,26 @@ def flag(name: str):
 
 
 def make_task(cfg, console):
-    from lmctl.tasks import get_task_class
-
     return get_task_class(cfg.task)(cfg, console)
 
 
 def text_columns(task, with_labels: bool = False) -> tuple[str, ...]:
-    """The columns a task reads as text: kept as strings when files are parsed (a CSV target of
-    digits is still text to generate), and the inputs echoed by predict. Labels and SQuAD
-    answers keep their parsed types."""
-    return tuple(c for key, c in task.columns(with_labels).items()
-                 if c and key not in ("data.label_column", "data.answers_column"))
+    """The columns a task reads as text (`Task.text_columns`)."""
+    return task.text_columns(with_labels)
 
 
 def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl finetune`: adapt a checkpoint (or a from-scratch baseline) to a task."""
-    if cfg.task == "span-corruption":
-        raise UserError("task 'span-corruption' is a pretraining objective; run it with `lmctl pretrain`")
+    if not get_task_class(cfg.task).finetunes:
+        raise UserError(f"task '{cfg.task}' is a pretraining objective; run it with `lmctl pretrain`")
     return train(cfg, overwrite, console, resume)
 
 
 def pretrain(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl pretrain`: a language-modelling objective, from scratch or continued from a checkpoint."""
-    if cfg.task not in PRETRAINING_TASKS:
-        raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of {', '.join(PRETRAINING_TASKS)} "
-                        "(or run `lmctl finetune`)")
+    if not get_task_class(cfg.task).pretraining:
+        raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of "
+                        f"{', '.join(names_where('pretraining'))} (or run `lmctl finetune`)")
     return train(cfg, overwrite, console, resume)
 
 
@@ -415,13 +410,13 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
     check_output_dir(output, overwrite)
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
-        onnx_model.check_exportable(cfg.task, model.config)
+        onnx_model.check_exportable(task, model.config, names_where("onnx_outputs"))
 
     def write(staging: Path) -> None:
         if not onnx:
             model.save_pretrained(staging, safe_serialization=True)
             return
-        manifest = onnx_model.export(model, cfg.task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
+        manifest = onnx_model.export(model, task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
         model.config.save_pretrained(staging)  # the labels, for evaluate/predict
         check = manifest["check"]
         agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
