@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+# Installs the task registry that config validation asks for each task's rules (lmctl.wiring).
+# Cheap: the registry holds import paths, and no task module loads until a config names its task.
+from lmctl import tasks as _tasks  # noqa: E402,F401
+
 __all__ = ["Predictor", "__version__"]
 
 

@@ -6,7 +6,8 @@ refused rather than mixed. Runs whose configs differ only in `training.seed` fol
 with mean ± standard deviation over the seeds.
 
 Differences are in points: percentage points for scores in [0, 1] (accuracy 0.85 → 85), the
-metric's own units otherwise (loss, perplexity, SQuAD's 0-100 F1).
+metric's own units otherwise (loss, perplexity, SQuAD's 0-100 F1). Which way is better is the
+runs' task's declaration (`lmctl.tasks.greater_is_better`), the one training keeps its model by.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from lmctl.config import flatten, read_yaml
 from lmctl.errors import UserError
-from lmctl.metrics import greater_is_better
+from lmctl.tasks import greater_is_better
 
 # Keys that name a run, not a choice that could explain its score.
 _IGNORED_KEYS = {"output_dir"}
@@ -150,13 +151,14 @@ def main_metric(runs: list[Run]) -> str:
     return keys[0]
 
 
-def points(metric: str, values: list[float]) -> float:
+def points(task: str, metric: str, values: list[float]) -> float:
     """The factor that turns a difference into points (see the module docstring)."""
-    return 100.0 if greater_is_better(metric) and all(-1.0 <= v <= 1.0 for v in values) else 1.0
+    return 100.0 if greater_is_better(task, metric) and all(-1.0 <= v <= 1.0 for v in values) else 1.0
 
 
 @dataclass
 class Comparison:
+    task: str
     rows: list[Row]
     metric: str
     metrics: list[str]
@@ -198,7 +200,8 @@ def compare(specs: list[str], baseline: str | None = None, sort_by: str | None =
     order_metric = sort_by or metric
     if not any(row.mean(order_metric) is not None for row in rows.values()):
         raise UserError(f"--sort-by {order_metric}: no run reports it; choose one of {', '.join(_eval_names(runs))}")
-    sign = -1 if greater_is_better(order_metric) else 1
+    task = runs[0].task  # one task: _check_comparable
+    sign = -1 if greater_is_better(task, order_metric) else 1
 
     def rank_key(row: Row) -> tuple:
         value = row.mean(order_metric)
@@ -207,12 +210,12 @@ def compare(specs: list[str], baseline: str | None = None, sort_by: str | None =
     ranked = sorted(rows.values(), key=rank_key)
     by_run = {run.path: row for row in ranked for run in row.runs}
     base_row = by_run[Path(reference)] if reference else None
-    factor = points(metric, [v for row in ranked for v in row.values(metric)])
+    factor = points(task, metric, [v for row in ranked for v in row.values(metric)])
 
     failures = []
     if fail_if_worse:
         gate = by_run[Path(fail_if_worse)]
-        sign = 1 if greater_is_better(metric) else -1
+        sign = 1 if greater_is_better(task, metric) else -1
         for row in ranked:
             if row is gate:
                 continue
@@ -222,7 +225,7 @@ def compare(specs: list[str], baseline: str | None = None, sort_by: str | None =
                                 f"{gate.label} ({gate.mean(metric):.4f}; tolerance {tolerance:g})")
     keys = (every if all_keys else identity) + ([SEED_KEY] if SEED_KEY in differing and not all_keys else [])
     metrics = [metric] + [m for m in _eval_names(runs) if m != metric]
-    return Comparison(ranked, metric, metrics, keys, base_row, factor, failures)
+    return Comparison(task, ranked, metric, metrics, keys, base_row, factor, failures)
 
 
 def _eval_names(runs: list[Run]) -> list[str]:
@@ -272,7 +275,7 @@ def table(c: Comparison) -> tuple[list[str], list[list[str]]]:
     recs = records(c)
     extra = [k for k in ("parameters", "saved_mb", "rows_per_second") if any(k in r for r in recs)]
     header = ["#", "run", "seeds", *c.keys,
-              *[f"{m} {'↑' if greater_is_better(m) else '↓'}" for m in c.metrics],
+              *[f"{m} {'↑' if greater_is_better(c.task, m) else '↓'}" for m in c.metrics],
               *(["Δ points"] if c.baseline is not None else []), *extra]
     cells = []
     for rec in recs:
@@ -311,5 +314,5 @@ def csv_text(c: Comparison) -> str:
 
 
 def json_text(c: Comparison) -> str:
-    return json.dumps({"task": c.rows[0].runs[0].task, "main_metric": c.metric, "rows": records(c),
+    return json.dumps({"task": c.task, "main_metric": c.metric, "rows": records(c),
                        "failures": c.failures}, indent=2) + "\n"

@@ -1,8 +1,13 @@
 """The config schema, YAML loading and `--set a.b=c` overrides.
 
 Everything a run needs is validated here, before any model or data set loads, so a
-typo costs a second rather than a half-hour of training. Defaults live in this file
-and nowhere else.
+typo costs a second rather than a half-hour of training. Defaults live in this file,
+except the few a task declares for itself (`Task.config_defaults`).
+
+Rules that belong to one task (QA's window length, span corruption's minimum length, which
+tasks read streams, distil or choose a pooling) are declared on the task classes, and this
+module reads them through the registry `lmctl.tasks` installs in `lmctl.wiring`: config is
+the floor below the tasks and imports none of them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmctl.errors import UserError
 from lmctl.families import FAMILIES, FAMILY_NAMES, SIZES
-from lmctl.tasks import PRETRAINING_TASKS, TASK_NAMES  # plain tuples of names: no heavy imports
+from lmctl.wiring import task_class, task_names, task_names_where
 
 
 class _Section(BaseModel):
@@ -324,12 +329,19 @@ class Config(_Section):
     output_dir: str = "runs/latest"
 
     @model_validator(mode="after")
-    def _task_defaults(self) -> "Config":
-        # QA contexts are long: SQuAD's usual 384-token windows unless the user chose a length.
-        if self.task == "question-answering" and "max_length" not in self.training.model_fields_set:
-            self.training.max_length = 384
-        if self.model.pooling and self.task != "text-classification":
-            raise ValueError(f"model.pooling: only text-classification chooses a pooling, not {self.task}; "
+    def _checks(self) -> "Config":
+        # The task first: every later rule may ask its class.
+        names = task_names()
+        if self.task not in names:
+            hint = _did_you_mean(self.task, names)
+            raise ValueError(f"unknown task '{self.task}'{hint}; known: {', '.join(names)}")
+        task = task_class(self.task)
+        for dotted, value in task.config_defaults.items():
+            section, key = dotted.split(".")
+            if key not in getattr(self, section).model_fields_set:
+                setattr(getattr(self, section), key, value)
+        if self.model.pooling and not task.chooses_pooling:
+            raise ValueError(f"model.pooling: only {_listed('chooses_pooling')} chooses a pooling, not {self.task}; "
                              "drop model.pooling")
         scratch = self.model.from_scratch
         if self.model.pooling and scratch and self.model.pooling not in FAMILIES[scratch.family].poolings:
@@ -347,29 +359,21 @@ class Config(_Section):
         if self.model.from_teacher and not self.distill:
             raise ValueError("model.from_teacher: builds the student from distill.teacher; add a distill section "
                              "with teacher: RUN_DIR")
-        if self.distill and self.task != "text-classification":
-            raise ValueError(f"distill: distillation is for text-classification (classes or scores), not {self.task}; "
-                             "drop the distill section")
-        # A corrupted block holds at least one kept token, one sentinel and eos.
-        if self.task == "span-corruption" and self.training.max_length < 3:
-            raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
-                             f"not {self.training.max_length}")
-        return self
-
-    @model_validator(mode="after")
-    def _streaming_needs_steps(self) -> "Config":
+        if self.distill and not task.distills:
+            raise ValueError(f"distill: distillation is for {_listed('distills')} (classes or scores), not "
+                             f"{self.task}; drop the distill section")
+        task.check_config(self)
         if self.data.streaming and not self.training.max_steps:
             raise ValueError("data.streaming: a stream has no length; set training.max_steps")
-        if self.data.streaming and self.task not in PRETRAINING_TASKS:
+        if self.data.streaming and not task.pretraining:
             raise ValueError("data.streaming: only the pretraining objectives read streams; set it to false")
         return self
 
-    @model_validator(mode="after")
-    def _known_task(self) -> "Config":
-        if self.task not in TASK_NAMES:
-            hint = _did_you_mean(self.task, TASK_NAMES)
-            raise ValueError(f"unknown task '{self.task}'{hint}; known: {', '.join(TASK_NAMES)}")
-        return self
+
+def _listed(attribute: str) -> str:
+    """The tasks whose class declares `attribute` true, for a message (imports every task module:
+    on an error's path only)."""
+    return ", ".join(task_names_where(attribute)) or "no task"
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -454,6 +458,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def validate(raw: dict, source: str = "config") -> Config:
+    """The checked config: the schema, then the rules of the task it names."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

@@ -92,7 +92,7 @@ def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, trai
     unlabelled = 0
     if cfg.distill.unlabelled_file:
         path = cfg.distill.unlabelled_file
-        rows = data.read_table(path, "distill.unlabelled_file", tuple(c for c in task.columns(False).values() if c))
+        rows = data.read_table(path, "distill.unlabelled_file", task.text_columns(with_labels=False))
         data.check_columns(rows, task.columns(with_labels=False), f"distill.unlabelled_file ({path})")
         unlabelled = len(rows)
         extra = task.encode(rows, "predict", path)

@@ -25,9 +25,6 @@ MANIFEST = "onnx.json"
 MODEL_FILE = "model.onnx"
 SCHEMES = ("int8",)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-# Task → the model outputs an export carries (the tasks whose eval_step only reads these).
-OUTPUTS = {"text-classification": ("logits",), "reranking": ("logits",),
-           "question-answering": ("start_logits", "end_logits")}
 # torch 2.13's exporter fails on T5's attention reshape (dynamo) or bakes the eos position in
 # (TorchScript, logits off by 0.37 on the tiny test model): T5 is refused, not exported wrong.
 FAMILIES = ("bert", "gpt2")
@@ -50,25 +47,28 @@ def check_scheme(quantize: str | None) -> None:
         raise UserError(f"--quantize: unknown scheme '{quantize}'; lmctl quantizes to: {', '.join(SCHEMES)}")
 
 
-def check_exportable(task: str, model_config) -> None:
-    if task not in OUTPUTS:
-        raise UserError(f"--format onnx: task '{task}' cannot be exported to ONNX (generation and pretraining "
-                        f"loops stay in PyTorch); exportable tasks: {', '.join(OUTPUTS)}")
+def check_exportable(task, model_config, exportable: tuple[str, ...]) -> None:
+    """`task` (its `onnx_outputs`: the outputs an export carries) on a model of `model_config`;
+    `exportable` names the tasks that declare outputs, for the message."""
+    if not task.onnx_outputs:
+        raise UserError(f"--format onnx: task '{task.name}' cannot be exported to ONNX (generation and pretraining "
+                        f"loops stay in PyTorch); exportable tasks: {', '.join(exportable)}")
     family = model_config.model_type
     if family not in FAMILIES:
         raise UserError(f"--format onnx: a '{family}' model cannot be exported here (torch's exporter fails on "
                         f"or mistraces it); exportable families: {', '.join(FAMILIES)}")
 
 
-def export(model, task: str, batches: list[dict], out: Path, quantize: str | None, console) -> dict:
+def export(model, task, batches: list[dict], out: Path, quantize: str | None, console) -> dict:
     """Write `model` to out/model.onnx (quantized when `quantize`), check it against PyTorch on
-    `batches` (collated model inputs), and return the manifest (also written to out/onnx.json)."""
+    `batches` (collated model inputs), and return the manifest (also written to out/onnx.json).
+    The graph's outputs are the task's `onnx_outputs`."""
     import logging
     import tempfile
     import time
     import warnings
 
-    outputs = OUTPUTS[task]
+    outputs = task.onnx_outputs
     # The graph's inputs in forward()'s order below (input_ids and attention_mask always come).
     inputs = [name for name in INPUTS if name in batches[0]]
 
@@ -119,7 +119,7 @@ def export(model, task: str, batches: list[dict], out: Path, quantize: str | Non
                 f.replace(out / f.name)
     seconds = time.perf_counter() - start
     files = sorted(f.name for f in out.iterdir() if f.name.startswith(MODEL_FILE))
-    manifest = {"task": task, "format": "onnx", "quantize": quantize, "inputs": inputs, "outputs": list(outputs),
+    manifest = {"task": task.name, "format": "onnx", "quantize": quantize, "inputs": inputs, "outputs": list(outputs),
                 "files": files, "export_seconds": round(seconds, 1)}
     manifest["check"] = _check(model, OnnxModel(out, model.config, manifest), batches, outputs, quantize)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

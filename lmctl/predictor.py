@@ -148,9 +148,7 @@ class Predictor:
 
     def text_columns(self) -> tuple[str, ...]:
         """The input columns that are text: echoed in the records, kept as strings when files are read."""
-        from lmctl.tasks import text_columns
-
-        return text_columns(self.task)
+        return self.task.text_columns()
 
     # ---- the work ------------------------------------------------------------------------
     def _infer(self, task, ds, split: str, source: str, progress, done: int = 0):

@@ -19,7 +19,7 @@ from lmctl.data import CHUNK_ROWS
 from lmctl.engine import trackers
 from lmctl.errors import UserError
 from lmctl.rundir import check_output_dir, environment, prepare_output_dir, run_lock, truncate_log, write_json
-from lmctl.tasks import PRETRAINING_TASKS, make_task, text_columns
+from lmctl.tasks import get_task_class, make_task, names_where
 
 
 @contextmanager
@@ -33,16 +33,16 @@ def flag(name: str):
 
 def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl finetune`: adapt a checkpoint (or a from-scratch baseline) to a task."""
-    if cfg.task == "span-corruption":
-        raise UserError("task 'span-corruption' is a pretraining objective; run it with `lmctl pretrain`")
+    if not get_task_class(cfg.task).finetunes:
+        raise UserError(f"task '{cfg.task}' is a pretraining objective; run it with `lmctl pretrain`")
     return train(cfg, overwrite, console, resume)
 
 
 def pretrain(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
     """`lmctl pretrain`: a language-modelling objective, from scratch or continued from a checkpoint."""
-    if cfg.task not in PRETRAINING_TASKS:
-        raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of {', '.join(PRETRAINING_TASKS)} "
-                        "(or run `lmctl finetune`)")
+    if not get_task_class(cfg.task).pretraining:
+        raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of "
+                        f"{', '.join(names_where('pretraining'))} (or run `lmctl finetune`)")
     return train(cfg, overwrite, console, resume)
 
 
@@ -73,7 +73,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     # Data, and what the task learns from it before a model exists.
     task = make_task(cfg, console)
     quiet_libraries()
-    splits, fingerprints = data.load_splits(cfg, text_columns(task, with_labels=True))
+    splits, fingerprints = data.load_splits(cfg, task.text_columns(with_labels=True))
     columns = task.columns(with_labels=True)
     data.check_columns(splits["train"], columns, f"train data ({data.source_name(cfg, 'train')})")
     for eval_set, ds in splits["eval"].items():
@@ -239,7 +239,7 @@ def evaluate(cfg, model_dir: str, data_files: list[str] | None, batch_size: int 
         raise UserError("evaluate: no data; pass --data FILE (or a config with data.validation_file)")
     task = make_task(cfg, console)
     # Every file is read before the model loads: a bad one costs a second, not a model load.
-    tables = [(data.read_table(f, "--data", text_columns(task, with_labels=True)), f) for f in files]
+    tables = [(data.read_table(f, "--data", task.text_columns(with_labels=True)), f) for f in files]
     _check_model_then_columns(cfg, task, model_dir, tables, with_labels=True)
     predictor = _predictor(cfg, model_dir, console, batch_size, max_tokens)
     # A misspelt --fail-under metric fails before inference (the metric names are known once the model loaded).
@@ -270,7 +270,7 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     if explain_steps and not task.explains:
         raise UserError(f"--explain: task '{cfg.task}' has no explanation; explanations are for "
                         "text-classification models (single texts or pairs)")
-    columns = text_columns(task)
+    columns = task.text_columns()
     source = "stdin" if input_file == "-" else input_file
     chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
     try:
@@ -356,13 +356,13 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
     check_output_dir(output, overwrite, key="--output")
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
-        onnx_model.check_exportable(cfg.task, model.config)
+        onnx_model.check_exportable(task, model.config, names_where("onnx_outputs"))
 
     def write(staging: Path) -> None:
         if not onnx:
             model.save_pretrained(staging, safe_serialization=True)
             return
-        manifest = onnx_model.export(model, cfg.task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
+        manifest = onnx_model.export(model, task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
         model.config.save_pretrained(staging)  # the labels, for evaluate/predict
         check = manifest["check"]
         agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
@@ -389,7 +389,7 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
     check_output_dir(output, overwrite, key="--output")
     task = make_task(cfg, console)
     key = "--data" if data_file else "data.train_file" if cfg.data.train_file else "data.validation_file"
-    ds = data.read_table(source, key, text_columns(task, with_labels=True))
+    ds = data.read_table(source, key, task.text_columns(with_labels=True))
     data.check_columns(ds, task.columns(with_labels=True), source)
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge, console, "prune")
     pruning.check(model, keep_layers, ffn)
@@ -431,7 +431,7 @@ def _sample_batches(cfg, task, tokenizer, rows: int = 64, batch_size: int = 16) 
     files = list(cfg.data.eval_files().values())
     ds, source = None, "sample texts"
     if files and Path(files[0]).is_file():
-        table = data.read_table(files[0], "data.validation_file", text_columns(task))
+        table = data.read_table(files[0], "data.validation_file", task.text_columns())
         if all(c in table.column_names for c in columns):
             ds, source = table.select(range(min(rows, len(table)))), files[0]
     if ds is None:

@@ -170,3 +170,18 @@ def test_tfidf_baseline_refuses_sentence_pairs(tmp_path):
         f"error: {REPO / 'configs/finetune/mrpc-minilm.yaml'}: data.text_pair_column is set; "
         "the tfidf baseline reads one text column"]
     assert not (tmp_path / "x").exists()
+
+
+def test_the_runs_task_decides_the_direction(tmp_path):
+    """causal-lm declares perplexity lower-is-better: compare ranks and draws it that way (the plugin
+    task in test_task_plugin.py shows the declaration winning over the metric's name)."""
+    for name, ppl in (("a", 30.0), ("b", 12.0), ("c", 20.0)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"task": "causal-lm", "training": {"learning_rate": ppl}}))
+        (run / "data.json").write_text(json.dumps({"validation_file": {"sha256": "x"}}))
+        (run / "metrics.json").write_text(json.dumps({"eval_perplexity": ppl, "eval_loss": ppl / 10,
+                                                      "best_metric": "perplexity"}))
+    result = json.loads(cli("compare", tmp_path / "*", "--format", "json").stdout)
+    assert [r["perplexity"] for r in result["rows"]] == [12.0, 20.0, 30.0]
+    assert "perplexity ↓" in cli("compare", tmp_path / "*", "--format", "md").stdout

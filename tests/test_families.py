@@ -11,7 +11,7 @@ import pytest
 from lmctl import config as config_lib
 from lmctl import families
 from lmctl.errors import UserError
-from lmctl.tasks import TASK_NAMES, get_task_class
+from lmctl.tasks import get_task_class, task_names
 
 
 def _tokenizer(tiny_models, family):
@@ -41,7 +41,7 @@ def test_heads_match_transformers_auto_classes(family):
 
     spec = families.FAMILIES[family]
     config_class = getattr(transformers, spec.config_class)
-    for task in TASK_NAMES:
+    for task in task_names():
         mapping = getattr(transformers, get_task_class(task).auto_class)._model_mapping
         built = mapping[config_class].__name__ if config_class in mapping else None
         assert built == spec.heads.get(task), (family, task)

@@ -12,7 +12,7 @@ import pytest
 from lmctl import config as config_lib
 from lmctl.console import Console
 from lmctl.tasks import TASKS, get_task_class
-from lmctl.tasks.base import Task
+from lmctl.tasks.base import Task, metric_direction
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lmctl"
 
@@ -20,10 +20,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmctl"
 REQUIRED = ("columns", "texts", "build_model", "load_model", "encode", "collate", "eval_step",
             "compute_metrics", "predict_records")
 # Hooks with a default in Task, which a task may override.
-DEFAULTED = ("fit", "bind", "on_bind", "eval_collate", "count_examples", "confusion", "arrange_predictions",
-             "explanation_inputs")
-ATTRIBUTES = ("name", "auto_class", "main_metric", "greater_is_better", "metric_names", "predict_modes", "mode",
-              "explains", "streams")
+DEFAULTED = ("fit", "bind", "on_bind", "text_columns", "eval_collate", "count_examples", "confusion",
+             "arrange_predictions", "explanation_inputs")
+# Class-level hooks with a default, which config validation, compare and training call on the class.
+CLASS_HOOKS = ("check_config", "greater_is_better")
+ATTRIBUTES = ("name", "auto_class", "main_metric", "metric_names", "higher_is_better", "lower_is_better",
+              "predict_modes", "mode", "explains", "streams", "pretraining", "finetunes", "distills",
+              "chooses_pooling", "label_keys", "config_defaults", "onnx_outputs")
 
 # The columns each task needs set to validate.
 EXTRA = {"reranking": {"data": {"text_pair_column": "candidate"}}}
@@ -35,6 +38,7 @@ def _hooks(cls) -> set[str]:
 
 def test_the_protocol_declares_every_hook_callers_use():
     assert _hooks(Task) == set(REQUIRED) | set(DEFAULTED)
+    assert {n for n, v in vars(Task).items() if isinstance(v, classmethod)} == set(CLASS_HOOKS)
     assert set(ATTRIBUTES) <= set(Task.__annotations__)
 
 
@@ -44,7 +48,7 @@ def test_task_satisfies_the_interface(name):
     assert Task in cls.__mro__  # explicit subclass: inherits the defaults
     for hook in REQUIRED:
         assert getattr(cls, hook) is not getattr(Task, hook), f"{name} does not write {hook}"
-    for hook in REQUIRED + DEFAULTED:
+    for hook in REQUIRED + DEFAULTED + CLASS_HOOKS:
         mine = list(inspect.signature(getattr(cls, hook)).parameters)
         declared = list(inspect.signature(getattr(Task, hook)).parameters)
         assert mine == declared, f"{name}.{hook}{mine} differs from Task.{hook}{declared}"
@@ -55,7 +59,16 @@ def test_task_satisfies_the_interface(name):
         assert hasattr(task, attribute), f"{name} lacks {attribute}"
     assert task.name == name
     assert task.main_metric in task.metric_names
-    assert isinstance(task.greater_is_better, bool)
+    # Every metric the task reports has a declared direction, so training, compare and sweeps
+    # never fall back to guessing from its name.
+    for metric in task.metric_names:
+        assert metric_direction(cls, metric) is not None, f"{name} declares no direction for {metric}"
+        assert cls.greater_is_better(f"eval_dev_{metric}") == cls.greater_is_better(metric)
+    assert set(task.label_keys) <= set(task.columns(with_labels=True))
+    assert set(task.text_columns(with_labels=True)) == {
+        c for k, c in task.columns(with_labels=True).items() if c and k not in task.label_keys}
+    assert all(key.count(".") == 1 for key in task.config_defaults)
+    assert all(isinstance(o, str) for o in task.onnx_outputs)
     assert task.predict_modes and all(isinstance(m, str) for m in task.predict_modes)
     import transformers
 
@@ -92,3 +105,20 @@ def test_tasks_and_engine_name_no_command_line_flags():
 
     flags = [(f, s) for f, s in _strings_below_the_command_layer() if re.search(r"--[a-z]", s)]
     assert flags == []
+
+
+def test_config_imports_no_task_and_task_modules_no_torch():
+    """config (the ground floor) reaches the task rules through lmctl.wiring, not by importing
+    lmctl.tasks; and validating a config imports its task's module, which must not pull torch or
+    transformers (seconds) into `lmctl config show` or a refused config."""
+    import subprocess
+    import sys
+
+    tree = ast.parse((PACKAGE / "config.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("lmctl.tasks") for m in imported), imported
+    modules = sorted({path.split(":")[0] for path in TASKS.values() if isinstance(path, str)})
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted({'torch', 'transformers', 'datasets', 'evaluate'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -22,7 +22,6 @@ from lmctl.engine.batching import reseed, train_dataloader
 from lmctl.engine.infer import run_inference
 from lmctl.config import metric_key
 from lmctl.errors import UserError
-from lmctl.metrics import greater_is_better
 from lmctl.models import save_pretrained
 from lmctl.rundir import RunLog, write_json
 
@@ -95,11 +94,9 @@ def _best_metric(t, task, eval_sets) -> tuple[str, bool]:
     name = t.metric_for_best or metric_key(first, task.main_metric)
     if t.greater_is_better is not None:
         return name, t.greater_is_better
-    # The task's direction belongs to its main metric only: `metric_for_best: loss` on a
-    # classification task must keep the lowest loss, not the highest (as transformers' Trainer).
-    if name in (metric_key(s, task.main_metric) for s in eval_sets):
-        return name, task.greater_is_better
-    return name, greater_is_better(name)
+    # Each metric's own direction, as the task declares it: `metric_for_best: loss` on a
+    # classification task keeps the lowest loss, not the highest (as transformers' Trainer).
+    return name, task.greater_is_better(name)
 
 
 class Interrupted(Exception):

@@ -23,8 +23,12 @@ METRICS_DIR = Path(__file__).resolve().parent
 _LOWER_IS_BETTER = ("loss", "mse", "perplexity", "error")
 
 
-def greater_is_better(name: str) -> bool:
-    """The direction of a metric, by its name (eval_ prefix or not)."""
+def greater_is_better_by_name(name: str) -> bool:
+    """The fallback direction of a metric no task declares, by its name (eval_ prefix or not).
+
+    Tasks declare the direction of every metric they report (`Task.higher_is_better` /
+    `lower_is_better`), and that declaration decides; this rule only covers what no task reports:
+    a distilled run's `teacher_agreement`, or a metric a plugin task forgot to declare."""
     return not any(word in name for word in _LOWER_IS_BETTER)
 
 AVAILABLE: tuple[str, ...] = tuple(

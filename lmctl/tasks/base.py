@@ -14,6 +14,7 @@ does changes a bound task, so one can serve a worker thread call after call.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Iterable, Protocol
 
 from lmctl.errors import RowError
@@ -32,9 +33,12 @@ class Task(Protocol):
     """The transformers `Auto*` class whose head the task trains (its family's class: lmctl.families)."""
     main_metric: str
     """The metric that picks the kept model unless training.metric_for_best says otherwise."""
-    greater_is_better: bool
     metric_names: tuple[str, ...]
     """The keys `compute_metrics` reports (checked against gates and metric_for_best up front)."""
+    higher_is_better: tuple[str, ...] = ()
+    lower_is_better: tuple[str, ...] = ()
+    """The direction of every metric the task can report (`greater_is_better` reads them): training's
+    kept model, `compare`'s ranking and its regression gate all take it from here."""
     predict_modes: tuple[str, ...]
     """What `predict` can do with this task; the first is the default."""
     mode: str
@@ -48,11 +52,52 @@ class Task(Protocol):
     """Whether predict may read its input in chunks: False where `arrange_predictions` orders rows
     across the whole input (reranking gathers each query's candidates), which is then read whole."""
 
+    # What the command layer and config validation ask of the class, before any model or data loads.
+    pretraining: bool = False
+    """A language-modelling objective `lmctl pretrain` runs (and the only kind that reads a stream)."""
+    finetunes: bool = True
+    """Whether `lmctl finetune` runs it (span corruption is a pretraining objective only)."""
+    distills: bool = False
+    """Whether a config may add a `distill` section (the loss needs the task's logits and labels)."""
+    chooses_pooling: bool = False
+    """Whether `model.pooling` means anything for this task (a decoder classifier's pooled state)."""
+    label_keys: tuple[str, ...] = ()
+    """Config keys, among `columns`, of columns that are not text (labels, SQuAD answers): they keep
+    their parsed types when a file is read; every other column is read as text."""
+    config_defaults: dict[str, Any] = {}
+    """Dotted config key → this task's default where the user left the key out (QA's 384-token windows)."""
+    onnx_outputs: tuple[str, ...] = ()
+    """The model outputs an ONNX export carries, the only ones `eval_step` reads (empty: not exportable)."""
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Rules on a validated config that only this task has; raise ValueError with the one-line
+        message (naming the key) that the user sees. Called by config validation, so it must not
+        load anything."""
+
+    @classmethod
+    def greater_is_better(cls, metric: str) -> bool:
+        """Whether a higher `metric` is better: `metric` as the task reports it, or as logs and
+        metrics.json name it (`eval_` and an evaluation set's name in front)."""
+        declared = metric_direction(cls, metric)
+        if declared is not None:
+            return declared
+        # A metric the task does not report (a distilled run's teacher_agreement) falls back to the
+        # name rule: the one place a direction is still guessed.
+        from lmctl.metrics import greater_is_better_by_name
+
+        return greater_is_better_by_name(metric)
+
     def __init__(self, cfg, console) -> None: ...
 
     def columns(self, with_labels: bool) -> dict[str, str | None]:
         """Config key → column name the task reads (None: not used)."""
         ...
+
+    def text_columns(self, with_labels: bool = False) -> tuple[str, ...]:
+        """The columns read as text: kept as strings when files are parsed (a CSV target of digits is
+        still text to generate), and the inputs predict echoes. Those under `label_keys` keep their types."""
+        return tuple(c for key, c in self.columns(with_labels).items() if c and key not in self.label_keys)
 
     def texts(self, ds) -> Iterable[str]:
         """The raw text a tokenizer trained for this task should see."""
@@ -125,6 +170,22 @@ class Task(Protocol):
     def arrange_predictions(self, rows: list[dict]) -> list[dict]:
         """Predict's output order, from input-ordered records with their inputs echoed (default: as is)."""
         return rows
+
+
+def metric_direction(task_class, metric: str) -> bool | None:
+    """The direction `task_class` declares for `metric` (True: higher is better), None where it
+    declares none. An evaluation set's name may come first (`dev_f1`); the longest declared name
+    that ends `metric` wins, so `dev_f1_macro` is `f1_macro`, not `macro`. A declared `_at_k` stands
+    for any cut-off (`ndcg_at_k` covers `ndcg_at_10`: ranking.k is a config value)."""
+    name = metric.removeprefix("eval_")
+    names = (name, re.sub(r"_at_\d+$", "_at_k", name))
+    best = None
+    for declared, higher in [(m, True) for m in task_class.higher_is_better] + \
+                            [(m, False) for m in task_class.lower_is_better]:
+        if any(n == declared or n.endswith("_" + declared) for n in names) and \
+                (best is None or len(declared) > len(best[0])):
+            best = (declared, higher)
+    return None if best is None else best[1]
 
 
 def count_truncated(ds, max_length: int) -> int:

@@ -32,6 +32,7 @@ class CausalLMTask(LanguageModelTask):
     name = "causal-lm"
     auto_class = "AutoModelForCausalLM"
     predict_modes = ("generate", "score")
+    pretraining = True
 
     def __init__(self, cfg, console):
         super().__init__(cfg, console)

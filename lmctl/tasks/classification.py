@@ -40,7 +40,15 @@ class ClassificationTask(Task):
     def main_metric(self) -> str:
         return "pearson" if self.regression else "accuracy"
 
-    greater_is_better = True
+    higher_is_better = ("accuracy", "f1", "precision", "recall", "matthews_correlation", "f1_macro", "f1_micro",
+                        "f1_weighted", "precision_macro", "recall_macro", "pearson", "spearman")
+    lower_is_better = ("loss", "mse")
+    label_keys = ("data.label_column",)
+    # The soft-target loss compares class (or score) logits with the teacher's: lmctl.distill.
+    distills = True
+    # A decoder classifier pools its states; `model.pooling` picks how (lmctl.models.POOLING_KEY).
+    chooses_pooling = True
+    onnx_outputs = ("logits",)
 
     @property
     def metric_names(self) -> tuple[str, ...]:

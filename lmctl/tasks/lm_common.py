@@ -127,6 +127,7 @@ def token_nll(logits, labels, shift: bool):
 
 
 PERPLEXITY_METRICS = ("loss", "perplexity", "tokens")
+GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "gen_len")
 
 
 class LanguageModelTask(Task):
@@ -135,7 +136,10 @@ class LanguageModelTask(Task):
     that class and writes its own encode / collate / eval_step / predict_records."""
 
     main_metric = "loss"
-    greater_is_better = False
+    lower_is_better = ("loss", "perplexity")
+    # `tokens` (scored) and `gen_len` (mean generated length) are sizes, not scores: declared
+    # higher-is-better, as the name rule read them before, so every reported metric has a direction.
+    higher_is_better = ("tokens",) + GENERATION_METRICS
     mode = "eval"
     metric_names = PERPLEXITY_METRICS
     auto_class = "AutoModelForCausalLM"  # a transformers name, imported only when a model is built
@@ -218,9 +222,6 @@ def generated_tokens(tokenizer, ids) -> list[int]:
 def decode_generated(tokenizer, ids) -> str:
     """Generated ids → text: stop at eos, drop padding."""
     return tokenizer.decode(generated_tokens(tokenizer, ids), skip_special_tokens=False)
-
-
-GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "gen_len")
 
 
 def _squash(text: str) -> str:

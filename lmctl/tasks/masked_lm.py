@@ -19,6 +19,7 @@ from lmctl.tasks.lm_common import (
 class MaskedLMTask(LanguageModelTask):
     name = "masked-lm"
     auto_class = "AutoModelForMaskedLM"
+    pretraining = True
     predict_modes = ("fill-mask",)
 
     # ---- data -------------------------------------------------------------------

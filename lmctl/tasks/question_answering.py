@@ -86,7 +86,11 @@ class QuestionAnsweringTask(Task):
     name = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
     main_metric = "f1"
-    greater_is_better = True
+    higher_is_better = ("exact_match", "f1")
+    label_keys = ("data.answers_column",)
+    # QA contexts are long: SQuAD's usual 384-token windows unless the user chose a length.
+    config_defaults = {"training.max_length": 384}
+    onnx_outputs = ("start_logits", "end_logits")
     metric_names = ("exact_match", "f1")
     predict_modes = ("extract",)
     mode = "extract"

@@ -27,7 +27,12 @@ _HINT = "reranking labels are relevance grades: 0 for not relevant, 1 (or a high
 class RerankingTask(Task):
     name = "reranking"
     auto_class = "AutoModelForSequenceClassification"  # one output: the pair's relevance logit
-    greater_is_better = True
+    # Cut-offs follow ranking.k (`_at_k`: see base.metric_direction). The query counts describe the
+    # data, not the model; they are declared higher-is-better, as the name rule read them before.
+    higher_is_better = ("mrr_at_k", "ndcg_at_k", "accuracy_at_1", "queries", "queries_without_relevant")
+    lower_is_better = ("loss",)
+    label_keys = ("data.label_column",)
+    onnx_outputs = ("logits",)
     predict_modes = ("rank",)
     mode = "rank"
     streams = False  # predictions are grouped by query over the whole input

@@ -28,7 +28,8 @@ class Seq2SeqTask(LanguageModelTask):
     # The generated text is what a seq2seq model is for; rougeL also rewards partly right outputs,
     # where exact match stays at 0 for a long time on real data.
     main_metric = "rougeL"
-    greater_is_better = True
+    higher_is_better = GENERATION_METRICS
+    lower_is_better = ("loss",)
     metric_names = GENERATION_METRICS + ("loss",)
     predict_modes = ("generate",)
 

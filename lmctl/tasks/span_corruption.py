@@ -10,7 +10,7 @@ tokens as make exactly `max_length` input tokens after corruption.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from lmctl.errors import UserError
 from lmctl.families import T5
@@ -18,6 +18,9 @@ from lmctl.tasks.lm_common import (
     LanguageModelTask, decode_generated, encode_prompts, generate, generated_tokens, pad_batch,
     perplexity_metrics, token_nll,
 )
+
+if TYPE_CHECKING:
+    import torch  # imported where tensors are made: config validation reads this module's class
 
 
 def inputs_and_targets_length(inputs_length: int, noise_density: float, mean_span: float) -> tuple[int, int]:
@@ -43,6 +46,8 @@ def _noise_counts(length: int, noise_density: float, mean_span: float) -> tuple[
 
 def _random_segmentation(num_items: int, num_segments: int) -> torch.Tensor:
     """Split `num_items` into `num_segments` non-empty parts at random; returns the part lengths."""
+    import torch
+
     first = torch.zeros(num_items, dtype=torch.long)
     cuts = torch.randperm(num_items - 1)[: num_segments - 1] + 1
     first[cuts] = 1
@@ -52,6 +57,8 @@ def _random_segmentation(num_items: int, num_segments: int) -> torch.Tensor:
 
 def noise_mask(length: int, noise_density: float, mean_span: float) -> torch.Tensor:
     """Boolean mask of noise positions: about `noise_density` of the tokens in spans of mean `mean_span`."""
+    import torch
+
     num_noise, num_spans = _noise_counts(length, noise_density, mean_span)
     noise_lengths = _random_segmentation(num_noise, num_spans)
     keep_lengths = _random_segmentation(length - num_noise, num_spans)
@@ -85,6 +92,15 @@ class SpanCorruptionTask(LanguageModelTask):
     name = "span-corruption"
     auto_class = "AutoModelForSeq2SeqLM"
     predict_modes = ("generate",)
+    pretraining = True
+    finetunes = False  # no downstream use of its own: T5 is finetuned as seq2seq
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        # A corrupted block holds at least one kept token, one sentinel and eos.
+        if cfg.training.max_length < 3:
+            raise ValueError(f"training.max_length: span corruption needs at least 3 tokens, "
+                             f"not {cfg.training.max_length}")
 
     def __init__(self, cfg, console):
         super().__init__(cfg, console)
