@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lmctl import families
 from lmctl.errors import UserError
 
 MANIFEST = "onnx.json"
@@ -28,9 +29,6 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Task → the model outputs an export carries (the tasks whose eval_step only reads these).
 OUTPUTS = {"text-classification": ("logits",), "reranking": ("logits",),
            "question-answering": ("start_logits", "end_logits")}
-# torch 2.13's exporter fails on T5's attention reshape (dynamo) or bakes the eos position in
-# (TorchScript, logits off by 0.37 on the tiny test model): T5 is refused, not exported wrong.
-FAMILIES = ("bert", "gpt2")
 
 
 def is_onnx_dir(path) -> bool:
@@ -54,10 +52,10 @@ def check_exportable(task: str, model_config) -> None:
     if task not in OUTPUTS:
         raise UserError(f"--format onnx: task '{task}' cannot be exported to ONNX (generation and pretraining "
                         f"loops stay in PyTorch); exportable tasks: {', '.join(OUTPUTS)}")
-    family = model_config.model_type
-    if family not in FAMILIES:
-        raise UserError(f"--format onnx: a '{family}' model cannot be exported here (torch's exporter fails on "
-                        f"or mistraces it); exportable families: {', '.join(FAMILIES)}")
+    refusal = families.for_model_type(model_config.model_type).onnx_refusal
+    if refusal is not None:
+        raise UserError(f"--format onnx: a '{model_config.model_type}' model cannot be exported here ({refusal}); "
+                        f"exportable families: {', '.join(families.onnx_exportable())}")
 
 
 def export(model, task: str, batches: list[dict], out: Path, quantize: str | None, console) -> dict:
