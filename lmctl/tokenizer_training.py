@@ -4,10 +4,9 @@ The family table (lmctl.families) names the algorithm (a key of TRAINERS), the s
 tokens and the `transformers` tokenizer class: WordPiece for BERT, byte-level BPE for
 GPT-2 (and RoBERTa-like families, whose class adds <s> ... </s>), Unigram with
 `<extra_id_N>` sentinels for T5. The saved directory reloads with `AutoTokenizer` like
-any hub checkpoint. CJK text: BERT's
-normaliser puts spaces around every CJK character (per-character tokens, as
-bert-base-chinese does); byte-level BPE can encode any string; Unigram learns
-characters and frequent words and gets every character seen in training.
+any hub checkpoint. CJK text: BERT's normaliser puts spaces around every CJK character
+(per-character tokens, as bert-base-chinese does); byte-level BPE can encode any string;
+Unigram learns characters and frequent words and gets every character seen in training.
 """
 
 from __future__ import annotations
