@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmctl.errors import UserError
-from lmctl.families import FAMILIES, FAMILY_NAMES, SIZES
+from lmctl.families import FAMILIES
 from lmctl.wiring import task_class, task_names, task_names_where
 
 
@@ -31,10 +31,28 @@ class _Section(BaseModel):
 
 
 class FromScratchConfig(_Section):
-    family: Literal[FAMILY_NAMES]
-    size: Literal[SIZES] = "mini"
+    # Checked against lmctl.families.FAMILIES when a config is validated, not frozen into a Literal at
+    # import: a family registered after this module loads is as valid as the built-in ones.
+    family: str
+    size: str = "mini"
+    """A size preset of the family (the built-in families: tiny, mini, small, base)."""
     overrides: dict[str, Any] = {}
     """Any `BertConfig` / `GPT2Config` / `T5Config` field, e.g. {num_hidden_layers: 4}."""
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            raise ValueError(f"unknown family '{value}'{_did_you_mean(value, FAMILIES)}; known: {', '.join(FAMILIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_size(self) -> "FromScratchConfig":
+        sizes = FAMILIES[self.family].presets
+        if self.size not in sizes:
+            raise ValueError(f"model.from_scratch.size: unknown size '{self.size}'{_did_you_mean(self.size, sizes)} "
+                             f"for family {self.family}; its sizes: {', '.join(sizes)}")
+        return self
 
 
 class TokenizerTrainingConfig(_Section):
@@ -345,7 +363,8 @@ class Config(_Section):
                              "drop model.pooling")
         scratch = self.model.from_scratch
         if self.model.pooling and scratch and self.model.pooling not in FAMILIES[scratch.family].poolings:
-            raise ValueError(f"model.pooling: a pooling choice is for decoder classifiers (gpt2); "
+            choosers = ", ".join(f.name for f in FAMILIES.values() if f.poolings)
+            raise ValueError(f"model.pooling: a pooling choice is for decoder classifiers ({choosers}); "
                              f"{scratch.family} pools its own way: drop model.pooling")
         if scratch and self.task not in FAMILIES[scratch.family].heads:
             has = ", ".join(FAMILIES[scratch.family].heads)

@@ -31,9 +31,10 @@ def check(cfg) -> str:
         config = models.load_config(path, cfg.model.trust_remote_code, KEY)
         family = families.for_model_type(config.model_type)
         if not family.depth_fields:
+            cuttable = ", ".join(f.name for f in families.FAMILIES.values() if f.depth_fields)
             raise UserError(f"model.from_teacher: the teacher is a '{config.model_type}' model; a student is built "
-                            f"from the layers of {', '.join(families.FAMILY_NAMES)} teachers only (give another "
-                            "checkpoint as model.name_or_path instead)")
+                            f"from the layers of {cuttable} teachers only (give another checkpoint as "
+                            "model.name_or_path instead)")
         depth = min(getattr(config, f) or getattr(config, family.depth_fields[0]) for f in family.depth_fields)
         layers = cfg.model.from_teacher.layers
         if layers[-1] >= depth:

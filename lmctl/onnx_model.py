@@ -19,15 +19,13 @@ from pathlib import Path
 
 import torch
 
+from lmctl import families
 from lmctl.errors import UserError
 
 MANIFEST = "onnx.json"
 MODEL_FILE = "model.onnx"
 SCHEMES = ("int8",)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-# torch 2.13's exporter fails on T5's attention reshape (dynamo) or bakes the eos position in
-# (TorchScript, logits off by 0.37 on the tiny test model): T5 is refused, not exported wrong.
-FAMILIES = ("bert", "gpt2")
 
 
 def is_onnx_dir(path) -> bool:
@@ -53,10 +51,10 @@ def check_exportable(task, model_config, exportable: tuple[str, ...]) -> None:
     if not task.onnx_outputs:
         raise UserError(f"--format onnx: task '{task.name}' cannot be exported to ONNX (generation and pretraining "
                         f"loops stay in PyTorch); exportable tasks: {', '.join(exportable)}")
-    family = model_config.model_type
-    if family not in FAMILIES:
-        raise UserError(f"--format onnx: a '{family}' model cannot be exported here (torch's exporter fails on "
-                        f"or mistraces it); exportable families: {', '.join(FAMILIES)}")
+    refusal = families.for_model_type(model_config.model_type).onnx_refusal
+    if refusal is not None:
+        raise UserError(f"--format onnx: a '{model_config.model_type}' model cannot be exported here ({refusal}); "
+                        f"exportable families: {', '.join(families.onnx_exportable())}")
 
 
 def export(model, task, batches: list[dict], out: Path, quantize: str | None, console) -> dict:

@@ -10,7 +10,9 @@ chosen on data:
   distillation student is built: lmctl.distill.student_from_teacher);
 - feed-forward neurons: first-order Taylor importance, |Σ activation × ∂loss/∂activation| per
   neuron summed over the rows (Molchanov et al. 2019; Michel et al. 2019 score heads the same
-  way); each layer keeps its most important neurons, the same number in every layer.
+  way), taken at the output projection's input; each layer keeps its most important neurons,
+  the same number in every layer. The family table names the block's projections: a gated
+  block (T5 v1.1, mT5: act(wi_0 x) * wi_1 x) keeps the same neurons in both input projections.
 
 The result is an ordinary checkpoint: evaluate, predict, export, finetune and distill take it.
 """
@@ -54,14 +56,27 @@ def _depth(model) -> int:
     return getattr(model.config, family.depth_fields[0])
 
 
+def ffn_layout(model) -> families.FeedForward | None:
+    """The family's feed-forward layout that `model` has (T5: ReLU wi or gated wi_0/wi_1), if any."""
+    names = [name for name, _ in model.named_modules()]
+    layouts = families.for_model_type(model.config.model_type).ffn
+    return next((ff for ff in layouts if all(any(n.endswith(i) for n in names) for i in ff.inputs)), None)
+
+
+def _blocks(model, layout: families.FeedForward) -> dict[str, str]:
+    """Each feed-forward block's module-name prefix (the layer's), keyed by its first input projection."""
+    first = layout.inputs[0]
+    return {name: name[: -len(first)] for name, _ in model.named_modules() if name.endswith(first)}
+
+
 def neuron_importance(model, batches: list[dict]) -> dict[str, "object"]:
-    """First-order Taylor importance of every feed-forward neuron: input-projection name → scores."""
+    """First-order Taylor importance of every feed-forward neuron: first input projection's name → scores."""
     import torch
 
-    family = families.for_model_type(model.config.model_type)
-    first, second, _ = family.ffn
+    layout = ffn_layout(model)
     modules = dict(model.named_modules())
-    pairs = {name: name[: -len(first)] + second for name in modules if name.endswith(first)}
+    # The output projection's input is the hidden units themselves, gated or not.
+    pairs = {name: prefix + layout.output for name, prefix in _blocks(model, layout).items()}
     scores = {name: 0.0 for name in pairs}
     captured = {}
 
@@ -97,20 +112,22 @@ def narrow_ffn(model, scores: dict, width: int):
 
     from lmctl import models
 
-    family = families.for_model_type(model.config.model_type)
-    first, second, field = family.ffn
+    layout = ffn_layout(model)
+    blocks = _blocks(model, layout)
     modules = dict(model.named_modules())
     state = dict(model.state_dict())
     for name, score in scores.items():
         keep = torch.sort(torch.topk(score, width).indices).values
-        out = name[: -len(first)] + second
-        conv = _stored_in_out(modules[name])
-        state[f"{name}.weight"] = state[f"{name}.weight"].index_select(1 if conv else 0, keep)
-        if f"{name}.bias" in state:
-            state[f"{name}.bias"] = state[f"{name}.bias"][keep]
-        state[f"{out}.weight"] = state[f"{out}.weight"].index_select(0 if conv else 1, keep)
+        prefix = blocks[name]
+        for projection in (prefix + i for i in layout.inputs):  # each writes the hidden units: keep its rows
+            conv = _stored_in_out(modules[projection])
+            state[f"{projection}.weight"] = state[f"{projection}.weight"].index_select(1 if conv else 0, keep)
+            if f"{projection}.bias" in state:
+                state[f"{projection}.bias"] = state[f"{projection}.bias"][keep]
+        out = prefix + layout.output
+        state[f"{out}.weight"] = state[f"{out}.weight"].index_select(0 if _stored_in_out(modules[out]) else 1, keep)
     config = copy.deepcopy(model.config)
-    setattr(config, field, width)
+    setattr(config, layout.width, width)
     pruned = type(model)(config)
     pruned.load_state_dict(state, strict=True)
     return models.apply_pooling(pruned)
@@ -124,7 +141,7 @@ def _stored_in_out(module) -> bool:
 
 
 def ffn_width(model) -> int:
-    first = families.for_model_type(model.config.model_type).ffn[0]
+    first = ffn_layout(model).inputs[0]
     module = next(m for name, m in model.named_modules() if name.endswith(first))
     return module.weight.shape[1 if _stored_in_out(module) else 0]
 
@@ -133,7 +150,7 @@ def check(model, keep_layers: int | None, ffn: float | None, key: str = "--model
     family = families.for_model_type(model.config.model_type)
     if not family.depth_fields or not family.ffn:
         raise UserError(f"{key}: a '{model.config.model_type}' model cannot be pruned here; pruning knows "
-                        f"{', '.join(families.FAMILY_NAMES)}")
+                        f"{', '.join(f.name for f in families.FAMILIES.values() if f.depth_fields and f.ffn)}")
     if keep_layers is None and ffn is None:
         raise UserError("prune: nothing to do; give --layers N (layers to keep) and/or --ffn SHARE (feed-forward "
                         "width to keep, e.g. 0.5)")
@@ -142,8 +159,10 @@ def check(model, keep_layers: int | None, ffn: float | None, key: str = "--model
         raise UserError(f"--layers: the model has {depth} layers; keep between 1 and {depth}, not {keep_layers}")
     if ffn is not None and not 0 < ffn <= 1:
         raise UserError(f"--ffn: a share of the feed-forward width to keep, above 0 and at most 1, not {ffn}")
-    if family.name == "t5" and not any(n.endswith(family.ffn[0]) for n, _ in model.named_modules()):
-        raise UserError(f"{key}: a gated-activation T5 (wi_0/wi_1) cannot have its feed-forward width pruned here")
+    if ffn is not None and ffn_layout(model) is None:
+        known = "; ".join(" + ".join(ff.inputs) + " → " + ff.output for ff in family.ffn)
+        raise UserError(f"--ffn: {type(model).__name__} has none of the {family.name} feed-forward layouts lmctl "
+                        f"knows ({known}); prune its layers only (--layers)")
 
 
 def prune(model, batches: list[dict], keep_layers: int | None, ffn: float | None, console) -> tuple[object, dict]:

@@ -1,11 +1,12 @@
 """Train a tokenizer on a corpus for a from-scratch model, in the family's own format.
 
-WordPiece for BERT, byte-level BPE for GPT-2, Unigram with `<extra_id_N>` sentinels
-for T5, each wrapped in the family's `transformers` tokenizer class so the saved
-directory reloads with `AutoTokenizer` like any hub checkpoint. CJK text: BERT's
-normaliser puts spaces around every CJK character (per-character tokens, as
-bert-base-chinese does); byte-level BPE can encode any string; Unigram learns
-characters and frequent words and gets every character seen in training.
+The family table (lmctl.families) names the algorithm (a key of TRAINERS), the special
+tokens and the `transformers` tokenizer class: WordPiece for BERT, byte-level BPE for
+GPT-2 (and RoBERTa-like families, whose class adds <s> ... </s>), Unigram with
+`<extra_id_N>` sentinels for T5. The saved directory reloads with `AutoTokenizer` like
+any hub checkpoint. CJK text: BERT's normaliser puts spaces around every CJK character
+(per-character tokens, as bert-base-chinese does); byte-level BPE can encode any string;
+Unigram learns characters and frequent words and gets every character seen in training.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from lmctl.families import FAMILIES, T5
-
-T5_NUM_SENTINELS = T5.num_sentinels
+from lmctl.families import BERT, FAMILIES, GPT2, T5, Family
 _ASCII = list(string.ascii_letters + string.digits + string.punctuation)
 
 
@@ -31,16 +30,26 @@ def _frequent_chars(texts: list[str], min_count: int = 1) -> list[str]:
     return [c for c, n in counts.items() if n >= min_count]
 
 
-def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool = True,
-                    model_max_length: int = 512):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizer
+def _specials(family: Family) -> list[str]:
+    """The family's special tokens in id order, each once."""
+    return list(dict.fromkeys(family.special_tokens.values()))
 
-    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+
+def _tokenizer_class(family: Family):
+    import transformers
+
+    return getattr(transformers, family.tokenizer_class)
+
+
+def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lowercase: bool = True,
+                    model_max_length: int = 512, family: Family = BERT):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    raw = Tokenizer(models.WordPiece(unk_token=family.special_tokens["unk_token"]))
     raw.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = [c.lower() if lowercase else c for c in _ASCII + _frequent_chars(texts)]
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    specials = _specials(family)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
         special_tokens=specials, initial_alphabet=sorted(set(alphabet)),
@@ -63,34 +72,33 @@ def train_wordpiece(texts: list[str], vocab_size: int, min_frequency: int, lower
     # broken the same way, so now and then a few boundary pieces differ; see the README.)
     rest = sorted(set(tokens + missing) - set(specials), key=lambda t: (t.startswith("##"), len(t), t))
     vocab = {t: i for i, t in enumerate(specials + rest)}
-    return BertTokenizer(vocab=vocab, do_lower_case=lowercase, tokenize_chinese_chars=True,
-                         model_max_length=model_max_length)
+    return _tokenizer_class(family)(vocab=vocab, do_lower_case=lowercase, tokenize_chinese_chars=True,
+                                    model_max_length=model_max_length, **family.special_tokens)
 
 
-def train_byte_bpe(texts: list[str], vocab_size: int, min_frequency: int, model_max_length: int = 1024):
+def train_byte_bpe(texts: list[str], vocab_size: int, min_frequency: int, model_max_length: int = 1024,
+                   family: Family = GPT2):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPT2Tokenizer
 
-    eos = "<|endoftext|>"
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[eos], show_progress=False,
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=_specials(family), show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: any string is encodable
     )
     raw.train_from_iterator(texts, trainer=trainer)
     model = _model_json(raw)
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    # GPT-2 has one special token that is bos, eos and (by convention) pad.
-    return GPT2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=eos, bos_token=eos, eos_token=eos,
-                         pad_token=eos, model_max_length=model_max_length)
+    return _tokenizer_class(family)(vocab=model["vocab"], merges=merges, model_max_length=model_max_length,
+                                    **family.special_tokens)
 
 
 def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, model_max_length: int = 512,
-                  num_sentinels: int = T5_NUM_SENTINELS):
+                  num_sentinels: int | None = None, family: Family = T5):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5Tokenizer
 
+    num_sentinels = family.num_sentinels if num_sentinels is None else num_sentinels
+    specials = _specials(family)
     raw = Tokenizer(models.Unigram())
     # The pre-tokenisation T5Tokenizer applies, so learnt pieces carry its "▁" word marker.
     raw.pre_tokenizer = pre_tokenizers.Sequence([
@@ -98,8 +106,8 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
     ])
     trainer = trainers.UnigramTrainer(
-        vocab_size=max(vocab_size - num_sentinels, 50), show_progress=False, unk_token="<unk>",
-        special_tokens=["<pad>", "</s>", "<unk>"],  # T5's layout: pad 0, eos 1, unk 2
+        vocab_size=max(vocab_size - num_sentinels, 50), show_progress=False,
+        unk_token=family.special_tokens["unk_token"], special_tokens=specials,
         initial_alphabet=sorted(set(_ASCII + _frequent_chars(texts, min_frequency))),
         max_piece_length=16,
     )
@@ -108,9 +116,10 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
 
         chars = len({ch for t in texts for ch in t if not ch.isspace()} | set(_ASCII)) + 1  # + the "▁" marker
         return UserError(
-            f"model.train_tokenizer.vocab_size={vocab_size}: a Unigram (T5) vocabulary keeps every character of "
-            f"the corpus ({chars} distinct) plus {num_sentinels} sentinels and 3 special tokens; set vocab_size to "
-            f"well above {chars + num_sentinels + 3}, or train on fewer texts (model.train_tokenizer.max_texts)"
+            f"model.train_tokenizer.vocab_size={vocab_size}: a Unigram ({family.name}) vocabulary keeps every "
+            f"character of the corpus ({chars} distinct) plus {num_sentinels} sentinels and {len(specials)} special "
+            f"tokens; set vocab_size to well above {chars + num_sentinels + len(specials)}, or train on fewer texts "
+            "(model.train_tokenizer.max_texts)"
         )
 
     try:
@@ -120,10 +129,10 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
             raise
         raise too_small() from None
     pieces = [(p, float(s)) for p, s in _model_json(raw)["vocab"]]
-    pieces = _order_character_ladders(pieces)
+    pieces = _order_character_ladders(pieces, len(specials))
     excess = len(pieces) - (vocab_size - num_sentinels)
     if excess > 0:
-        droppable = sorted((i for i, (p, _) in enumerate(pieces) if i >= 3 and len(p) > 1),
+        droppable = sorted((i for i, (p, _) in enumerate(pieces) if i >= len(specials) and len(p) > 1),
                            key=lambda i: (pieces[i][1], pieces[i][0]))
         if len(droppable) < excess:
             raise too_small()
@@ -132,13 +141,15 @@ def train_unigram(texts: list[str], vocab_size: int, min_frequency: int = 1, mod
     # Scores differ between processes in the last bits (float sums in varying order) and pieces of equal
     # score come out in varying order; encoding depends only on the scores, so rounded scores with ties
     # ordered by the piece make the ids repeatable.
-    pieces = pieces[:3] + sorted(((p, round(s, 9)) for p, s in pieces[3:]), key=lambda p: (-p[1], p[0]))
+    n = len(specials)
+    pieces = pieces[:n] + sorted(((p, round(s, 9)) for p, s in pieces[n:]), key=lambda p: (-p[1], p[0]))
     # T5 puts sentinels last, in reverse: <extra_id_0> is the highest id.
-    pieces += [(T5.sentinel.format(i), 0.0) for i in reversed(range(num_sentinels))]
-    return T5Tokenizer(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length)
+    pieces += [(family.sentinel.format(i), 0.0) for i in reversed(range(num_sentinels))]
+    return _tokenizer_class(family)(vocab=pieces, extra_ids=num_sentinels, model_max_length=model_max_length,
+                                    **family.special_tokens)
 
 
-def _order_character_ladders(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+def _order_character_ladders(pieces: list[tuple[str, float]], first: int) -> list[tuple[str, float]]:
     """The Unigram trainer adds the characters that did not make the cut as a run of pieces, each
     1e-4 below the last, in hash-map order (different in every process): sort each such run by
     character, keeping its scores, so the same corpus gives the same ids."""
@@ -146,7 +157,7 @@ def _order_character_ladders(pieces: list[tuple[str, float]]) -> list[tuple[str,
         (a, sa), (b, sb) = pieces[i], pieces[i + 1]
         return len(a) == 1 and len(b) == 1 and abs(sa - sb - 1e-4) < 1e-6
 
-    out, i = list(pieces), 3
+    out, i = list(pieces), first  # the special tokens come first
     while i < len(pieces) - 1:
         j = i
         while j < len(pieces) - 1 and step(j):
@@ -165,10 +176,11 @@ def train_tokenizer(family: str, texts: Iterable[str], vocab_size: int, min_freq
                     lowercase: bool = True, model_max_length: int = 512):
     """The tokenizer `family` trains (see lmctl.families), on the non-blank `texts`."""
     texts = [t for t in texts if t and t.strip()]
-    trainer = TRAINERS[FAMILIES[family].tokenizer]
+    spec = FAMILIES[family]
+    trainer = TRAINERS[spec.tokenizer]
     if trainer is train_wordpiece:  # the only one that folds case: byte-level BPE and Unigram keep it
-        return trainer(texts, vocab_size, min_frequency, lowercase, model_max_length)
-    return trainer(texts, vocab_size, min_frequency, model_max_length)
+        return trainer(texts, vocab_size, min_frequency, lowercase, model_max_length, family=spec)
+    return trainer(texts, vocab_size, min_frequency, model_max_length=model_max_length, family=spec)
 
 
 def tokenizer_for_run(cfg, texts: Iterable[str], name: str | None, console, accelerator, resumed_run: Path | None):

@@ -1,6 +1,6 @@
 """`lmctl prune`: the layers and feed-forward neurons it drops are the ones that matter least on
-data, the result reloads with a plain from_pretrained for every family, finetunes again, and
-bad requests are one line."""
+data, the result reloads with a plain from_pretrained for every family (and T5 v1.1's gated
+feed-forward blocks), finetunes again, and bad requests are one line."""
 
 from __future__ import annotations
 
@@ -11,25 +11,40 @@ import pytest
 from helpers import Recorder, cli, sentiment_rows, write_config, write_rows
 
 
+# The runs pruned below: one per family, and a T5 with T5 v1.1's gated-GELU blocks (wi_0, wi_1 → wo).
+MODELS = ["bert", "gpt2", "t5", "t5-gated"]
+
+
+def family_of(model: str):
+    from lmctl.families import FAMILIES
+
+    return FAMILIES[model.removesuffix("-gated")]
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_models, tmp_path_factory) -> dict:
+    import torch
+
+    from tiny_models import build_tiny_t5
+
     tmp = tmp_path_factory.mktemp("prune")
     train = write_rows(tmp / "train.tsv", sentiment_rows(200, 0))
     dev = write_rows(tmp / "dev.tsv", sentiment_rows(100, 1))
     out = {"train": train, "dev": dev}
-    for family in ("bert", "gpt2", "t5"):
-        cli("finetune", write_config(tmp / f"{family}.yaml", tiny_models[family], train, dev, tmp / family,
+    torch.manual_seed(0)
+    checkpoints = {**tiny_models, "t5-gated": build_tiny_t5(tmp / "t5-gated-model", feed_forward_proj="gated-gelu")}
+    for name in MODELS:
+        cli("finetune", write_config(tmp / f"{name}.yaml", checkpoints[name], train, dev, tmp / name,
                                      training={"logging_steps": 50}))
-        out[family] = tmp / family
+        out[name] = tmp / name
     return out
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "t5"])
+@pytest.mark.parametrize("family", MODELS)
 def test_a_pruned_model_reloads_with_fewer_layers_and_a_narrower_ffn(runs, family, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from lmctl.families import FAMILIES
-
+    spec = family_of(family)
     out = tmp_path / "pruned"
     cli("prune", "--model", runs[family], "--output", out, "--layers", "1", "--ffn", "0.5")
     report = json.loads((out / "prune.json").read_text())
@@ -37,18 +52,24 @@ def test_a_pruned_model_reloads_with_fewer_layers_and_a_narrower_ffn(runs, famil
     # The kept layer is the one whose absence raised the loss most.
     assert report["kept_layers"] == [max(range(2), key=lambda i: losses[i])]
     assert report["parameters"][1] < report["parameters"][0]
-    width_field = FAMILIES[family].ffn[2]
     width, new_width = report["ffn_width"]
     assert new_width == width // 2
     model = AutoModelForSequenceClassification.from_pretrained(out)  # plain transformers, no lmctl
-    assert all(getattr(model.config, f) == 1 for f in FAMILIES[family].depth_fields)
-    assert getattr(model.config, width_field) == new_width
+    assert all(getattr(model.config, f) == 1 for f in spec.depth_fields)
+    assert getattr(model.config, spec.ffn[0].width) == new_width
+    if family == "t5-gated":
+        # Both input projections and the output projection narrowed, in both stacks.
+        assert model.config.is_gated_act
+        for stack in (model.transformer.encoder.block, model.transformer.decoder.block):
+            block = stack[0].layer[-1].DenseReluDense
+            assert block.wi_0.weight.shape == block.wi_1.weight.shape == (new_width, model.config.d_model)
+            assert block.wo.weight.shape == (model.config.d_model, new_width)
     assert sum(p.numel() for p in model.parameters()) == report["parameters"][1]
     cli("evaluate", "--model", out, "--data", runs["dev"], "--output", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["accuracy"] >= 0.7  # chance is 0.5; no recovery yet (t5: 0.77)
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "t5"])
+@pytest.mark.parametrize("family", MODELS)
 def test_importance_finds_the_neurons_that_matter(runs, family):
     """A known answer: silence a random half of every feed-forward block's neurons (zero their
     output weights). Their importance must be zero and the others' not, and narrowing to half the
@@ -60,7 +81,6 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
     from lmctl import prune
     from lmctl.config import config_for_model
     from lmctl.data import read_table
-    from lmctl.families import FAMILIES
     from lmctl.models import load_tokenizer
     from lmctl.run import make_task
 
@@ -68,7 +88,9 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
     task = make_task(config_for_model(run, None, [], None), Recorder())
     tokenizer = load_tokenizer(run)
     model = task.load_model(run, tokenizer, "--model")
-    first, second, _ = FAMILIES[family].ffn
+    layout = prune.ffn_layout(model)
+    assert layout is family_of(family).ffn[family == "t5-gated"]  # T5: the gated layout is the second
+    first, second = layout.inputs[0], layout.output
     modules = dict(model.named_modules())
     width = prune.ffn_width(model)
     live = {}
@@ -84,7 +106,7 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
             live[name] = sorted(set(range(width)) - set(dead.tolist()))
     batches = prune.batches(task.bind(tokenizer), read_table(runs["dev"], "--data", ("sentence",)), 32)
     scores = prune.neuron_importance(model, batches)
-    assert set(scores) == set(live) and len(live) == 2 * len(FAMILIES[family].layer_stacks)
+    assert set(scores) == set(live) and len(live) == 2 * len(family_of(family).layer_stacks)
     for name, score in scores.items():
         assert torch.all(score[[i for i in range(width) if i not in live[name]]] == 0), name
         # T5's ReLU leaves some live neurons silent on every row: zero is their right score too.

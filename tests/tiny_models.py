@@ -143,8 +143,9 @@ def build_tiny_gpt2(out_dir: str | Path) -> Path:
     return out
 
 
-def build_tiny_t5(out_dir: str | Path) -> Path:
-    """Unigram tokenizer with T5's id layout (sentinels last) + 2+2-layer T5ForConditionalGeneration."""
+def build_tiny_t5(out_dir: str | Path, feed_forward_proj: str = "relu") -> Path:
+    """Unigram tokenizer with T5's id layout (sentinels last) + 2+2-layer T5ForConditionalGeneration.
+    `feed_forward_proj="gated-gelu"`: T5 v1.1's gated feed-forward blocks (wi_0, wi_1 → wo)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     from lmctl.tokenizer_training import train_unigram
@@ -165,6 +166,7 @@ def build_tiny_t5(out_dir: str | Path) -> Path:
         num_heads=2,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=32,
+        feed_forward_proj=feed_forward_proj,
         # transformers v5 has no default; without it a forward with labels fails.
         decoder_start_token_id=tok.pad_token_id,
         pad_token_id=tok.pad_token_id,
