@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmctl.errors import UserError
 from lmctl.families import FAMILIES, FAMILY_NAMES, SIZES
-from lmctl.tasks import PRETRAINING_TASKS, TASK_NAMES  # plain tuples of names: no heavy imports
+from lmctl.task_registry import PRETRAINING_TASKS, TASK_NAMES  # plain tuples of names: no heavy imports
 
 
 class _Section(BaseModel):

@@ -1,27 +1,17 @@
-"""Task registry: task name → the class that implements the `Task` protocol.
+"""The tasks: one module per task behind the `Task` protocol (lmctl.tasks.base).
 
-Entries are import paths so that reading a config (and `lmctl --help`) never imports
-torch; `get_task` imports the one module a run needs. A new task is one file in this
-package plus one line here.
+The registry itself (name → import path) is `lmctl.task_registry`, on the ground floor, so that
+config validation reads the names without importing upwards; `get_task_class` imports the one
+module a run needs. A new task is one file in this package plus one line in the registry.
 """
 
 from __future__ import annotations
 
 import importlib
 
-TASKS: dict[str, str] = {
-    "text-classification": "lmctl.tasks.classification:ClassificationTask",
-    "question-answering": "lmctl.tasks.question_answering:QuestionAnsweringTask",
-    "seq2seq": "lmctl.tasks.seq2seq:Seq2SeqTask",
-    "reranking": "lmctl.tasks.reranking:RerankingTask",
-    "masked-lm": "lmctl.tasks.masked_lm:MaskedLMTask",
-    "causal-lm": "lmctl.tasks.causal_lm:CausalLMTask",
-    "span-corruption": "lmctl.tasks.span_corruption:SpanCorruptionTask",
-}
+from lmctl.task_registry import PRETRAINING_TASKS, TASK_NAMES, TASKS
 
-TASK_NAMES = tuple(TASKS)
-# The objectives `lmctl pretrain` runs (and the only tasks that read a corpus as a stream).
-PRETRAINING_TASKS = ("masked-lm", "causal-lm", "span-corruption")
+__all__ = ["PRETRAINING_TASKS", "TASK_NAMES", "TASKS", "get_task_class"]
 
 
 def get_task_class(name: str):
