@@ -331,3 +331,9 @@ def apply_pooling(model, key: str = "model.pooling"):
     model.forward = types.MethodType(mean_pooled_forward, model)
     return model
 
+
+def rebound_pooling(model) -> str | None:
+    """The pooling `apply_pooling` bound into `model` in place of its class's forward ("mean"), or
+    None. Such a model's saved weights are not the whole model: a plain `from_pretrained` runs the
+    class's own forward (last-token pooling) and scores them differently, without a word."""
+    return getattr(model.config, POOLING_KEY, None) if "forward" in vars(model) else None

@@ -399,8 +399,10 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
            fmt: str = "transformers", quantize: str | None = None) -> Path:
     """`lmctl export`: the model of `model_dir` as a plain transformers directory (a LoRA adapter
     merged into its base with --merge) or as ONNX (int8 with quantize), with its tokenizer and a
-    config.yaml for evaluate/predict. The ONNX model is checked against PyTorch before it is written."""
-    from lmctl import onnx_model
+    config.yaml for evaluate/predict. The ONNX model is checked against PyTorch before it is written.
+    A mean-pooled classifier is refused in transformers format: a plain from_pretrained would not
+    pool its way."""
+    from lmctl import models, onnx_model
 
     onnx = fmt == "onnx"
     if onnx:
@@ -413,6 +415,13 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
         onnx_model.check_exportable(cfg.task, model.config)
+    elif models.rebound_pooling(model):
+        # Transformers' classes pool their own way and custom code needs trust_remote_code: the
+        # saved model would reload without a word and score differently. ONNX traces the pooling.
+        raise UserError(f"--format transformers: {model_dir} pools its tokens' states by "
+                        f"{models.rebound_pooling(model)} (model.pooling), which a plain from_pretrained cannot "
+                        "rebuild (it would pool the last token); export with --format onnx, whose graph carries "
+                        "the pooling, or give lmctl the run directory itself")
 
     def write(staging: Path) -> None:
         if not onnx:
