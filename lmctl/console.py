@@ -31,7 +31,8 @@ class Console:
             from rich.console import Console as RichConsole
 
             # Off a terminal rich assumes 80 columns and would wrap every cell of a wide table.
-            self._rich = RichConsole(file=self.stream, highlight=False, soft_wrap=True,
+            # No emoji codes: a path or message with ':name:' in it is printed as given.
+            self._rich = RichConsole(file=self.stream, highlight=False, emoji=False, soft_wrap=True,
                                      width=None if self.stream.isatty() else 1000)
         return self._rich
 
@@ -42,6 +43,17 @@ class Console:
     def warn(self, message: str) -> None:
         if self.enabled:
             print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def fail(self, message: str) -> None:
+        """The line a command ends with when it fails (an error, a failed gate, a stop), on stderr.
+        Printed by every process, unlike the rest: whichever rank exits, its reason is on screen."""
+        print(message, file=sys.stderr, flush=True)
+
+    def write(self, text: str) -> None:
+        """A command's output as is (CSV, JSON, Markdown) on this console's stream."""
+        if self.enabled:
+            self.stream.write(text)
+            self.stream.flush()
 
     def warn_count(self, n: int, total: int, message) -> None:
         """A warning about `n` of `total` rows; `message(n, total)` words it. Printed at once when

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lmctl.errors import RowError, UserError
+from lmctl.errors import RowError, UserError, first_line
 
 SUFFIXES = {
     ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
@@ -147,8 +147,7 @@ def _parse_errors(path: Path, fmt: str):
     except UnicodeDecodeError:  # only from a file read in pieces: a whole one is decoded by _decode
         raise _first_bad_line(path) from None
     except (ValueError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot parse as {fmt}: {first}; check the file format") from None
+        raise UserError(f"{path}: cannot parse as {fmt}: {first_line(exc)}; check the file format") from None
 
 
 def _read_json_records(text: str, path: Path):

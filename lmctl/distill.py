@@ -132,39 +132,6 @@ def loss_fn(temperature: float, alpha: float, regression: bool):
     return loss
 
 
-def student_from_teacher(teacher_model, layers: list[int]):
-    """A student of the teacher's class and config with only `layers` (teacher indices, renumbered
-    from 0), whose every weight is copied from the teacher: embeddings, those layers, final norms
-    and the task head. For T5, the same layers of both stacks; the relative-position bias that
-    only T5's first layer owns comes from the teacher's first layer when layer 0 is not kept."""
-    import copy
-
-    from lmctl import adapters, models
-
-    if adapters.is_adapted(teacher_model):
-        teacher_model = adapters.merge(teacher_model)
-    family = families.for_model_type(teacher_model.config.model_type)
-    config = copy.deepcopy(teacher_model.config)
-    for field in family.depth_fields:
-        setattr(config, field, len(layers))
-    student = type(teacher_model)(config)
-    position = {old: new for new, old in enumerate(layers)}
-    teacher_state = teacher_model.state_dict()
-    state = {}
-    for name, value in teacher_state.items():
-        renamed = family.renumber_layer(name, position)
-        if renamed is not None:
-            state[renamed] = value
-    # What only a dropped layer owned, under the same name in the student (T5's first-layer bias).
-    missing = [n for n in student.state_dict() if n not in state]
-    state.update({n: teacher_state[n] for n in missing if n in teacher_state})
-    result = student.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise RuntimeError(f"student from teacher: weights left unset {result.missing_keys} or unused "
-                           f"{result.unexpected_keys}")
-    return models.apply_pooling(student)
-
-
 def report(accelerator, teacher: Teacher, task, eval_rows: dict, eval_sets: dict, student) -> dict:
     """The teacher's scores on each evaluation set, and its agreement with `student` (the kept model):
     the share of rows with the same label (classes), the Pearson correlation of their outputs (scores)."""

@@ -29,3 +29,10 @@ class RowError(UserError):
 
     def shifted(self, rows_before: int) -> "RowError":
         return RowError(self.source, self.row + rows_before, self.message, self.where)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's error, or its class name when it says nothing: enough for a
+    one-line UserError (libraries' messages run to tracebacks and tables)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmctl import adapters, families
-from lmctl.errors import UserError
+from lmctl.errors import UserError, first_line
 from lmctl.hub import hub_offline
 
 
@@ -37,12 +37,7 @@ def _load_error(name: str, key: str, exc: Exception) -> UserError:
     text = str(exc)
     if "connect" in text or "offline" in text.lower() or "resolve" in text.lower():
         return UserError(f"{key}: cannot reach the hub to fetch '{name}'; give a local path or check your network")
-    return UserError(f"{key}: cannot load '{name}': {_first_line(exc)}")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return UserError(f"{key}: cannot load '{name}': {first_line(exc)}")
 
 
 # The JSON files transformers and peft read from a model directory.
@@ -64,7 +59,7 @@ def _damaged_json(name: str) -> tuple[Path, str] | None:
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            return path, _first_line(exc)
+            return path, first_line(exc)
     return None
 
 
@@ -113,7 +108,7 @@ def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code:
     from lmctl import onnx_model
 
     if onnx_model.is_onnx_dir(name_or_path):
-        return onnx_model.load(name_or_path, key)
+        return onnx_model.load(name_or_path, load_config(name_or_path, key=key), key)
     if adapters.is_adapter_dir(name_or_path):
         return _load_adapted(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle)
     model, _ = _from_pretrained(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle,
@@ -180,7 +175,7 @@ def _damaged_weights(name_or_path: str, key: str, exc: Exception) -> UserError:
     """A weights file that safetensors cannot read (cut short by a full disk or an interrupted copy)."""
     files = sorted(p.name for p in Path(name_or_path).glob("*.safetensors")) if Path(name_or_path).is_dir() else []
     where = str(Path(name_or_path) / files[0]) if len(files) == 1 else f"the weights in {name_or_path}"
-    return UserError(f"{key}: {where} is damaged or cut short ({_first_line(exc)}); copy or save the model again")
+    return UserError(f"{key}: {where} is damaged or cut short ({first_line(exc)}); copy or save the model again")
 
 
 def _safetensors_only(name_or_path: str, allow_pickle: bool, key: str) -> bool | None:
@@ -253,6 +248,37 @@ def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer,
     return apply_pooling(_auto(auto_class).from_config(config))
 
 
+def student_from_teacher(teacher_model, layers: list[int]):
+    """A student of the teacher's class and config with only `layers` (teacher indices, renumbered
+    from 0), whose every weight is copied from the teacher: embeddings, those layers, final norms
+    and the task head. For T5, the same layers of both stacks; the relative-position bias that
+    only T5's first layer owns comes from the teacher's first layer when layer 0 is not kept."""
+    import copy
+
+    if adapters.is_adapted(teacher_model):
+        teacher_model = adapters.merge(teacher_model)
+    family = families.for_model_type(teacher_model.config.model_type)
+    config = copy.deepcopy(teacher_model.config)
+    for field in family.depth_fields:
+        setattr(config, field, len(layers))
+    student = type(teacher_model)(config)
+    position = {old: new for new, old in enumerate(layers)}
+    teacher_state = teacher_model.state_dict()
+    state = {}
+    for name, value in teacher_state.items():
+        renamed = family.renumber_layer(name, position)
+        if renamed is not None:
+            state[renamed] = value
+    # What only a dropped layer owned, under the same name in the student (T5's first-layer bias).
+    missing = [n for n in student.state_dict() if n not in state]
+    state.update({n: teacher_state[n] for n in missing if n in teacher_state})
+    result = student.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"student from teacher: weights left unset {result.missing_keys} or unused "
+                           f"{result.unexpected_keys}")
+    return apply_pooling(student)
+
+
 def save_pretrained(model, output_dir: Path, state_dict: dict) -> None:
     """Hugging Face format in `output_dir`: the whole model, or a LoRA run's adapter and config."""
     if adapters.is_adapted(model):
@@ -304,3 +330,10 @@ def apply_pooling(model, key: str = "model.pooling"):
     # The imports above run once per model, not on every forward pass.
     model.forward = types.MethodType(mean_pooled_forward, model)
     return model
+
+
+def rebound_pooling(model) -> str | None:
+    """The pooling `apply_pooling` bound into `model` in place of its class's forward ("mean"), or
+    None. Such a model's saved weights are not the whole model: a plain `from_pretrained` runs the
+    class's own forward (last-token pooling) and scores them differently, without a word."""
+    return getattr(model.config, POOLING_KEY, None) if "forward" in vars(model) else None

@@ -9,7 +9,12 @@ the same batches before the directory is written, and the figures go in its mani
 An export directory holds model.onnx (fp32: with its weights in model.onnx.data), the
 tokenizer, the transformers config (labels) and the run's config.yaml, plus onnx.json, the
 manifest this module reads back: `OnnxModel` takes the place of the PyTorch model in the
-engine's inference loop, with the same inputs and the same outputs.
+engine's inference loop, with the same inputs and the same outputs. Callers tell the two apart
+with `is_onnx(model)`.
+
+No torch at module level: loading and checking an export (`is_onnx_dir`, `load`, `is_onnx`)
+imports no torch; only exporting and running the session's outputs as tensors do. Messages
+name no command-line flag: the command layer (lmctl.run) adds the flag a value came from.
 """
 
 from __future__ import annotations
@@ -17,10 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from lmctl import families
-from lmctl.errors import UserError
+from lmctl.errors import UserError, first_line
 
 MANIFEST = "onnx.json"
 MODEL_FILE = "model.onnx"
@@ -30,6 +33,12 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 def is_onnx_dir(path) -> bool:
     return (Path(path) / MANIFEST).is_file()
+
+
+def is_onnx(model) -> bool:
+    """Whether `model` is an ONNX Runtime session (no parameters, no gradients, nothing to place
+    on a device) rather than a PyTorch model."""
+    return isinstance(model, OnnxModel)
 
 
 def check_installed() -> None:
@@ -42,18 +51,18 @@ def check_installed() -> None:
 
 def check_scheme(quantize: str | None) -> None:
     if quantize is not None and quantize not in SCHEMES:
-        raise UserError(f"--quantize: unknown scheme '{quantize}'; lmctl quantizes to: {', '.join(SCHEMES)}")
+        raise UserError(f"unknown scheme '{quantize}'; lmctl quantizes to: {', '.join(SCHEMES)}")
 
 
 def check_exportable(task, model_config, exportable: tuple[str, ...]) -> None:
     """`task` (its `onnx_outputs`: the outputs an export carries) on a model of `model_config`;
     `exportable` names the tasks that declare outputs, for the message."""
     if not task.onnx_outputs:
-        raise UserError(f"--format onnx: task '{task.name}' cannot be exported to ONNX (generation and pretraining "
+        raise UserError(f"task '{task.name}' cannot be exported to ONNX (generation and pretraining "
                         f"loops stay in PyTorch); exportable tasks: {', '.join(exportable)}")
     refusal = families.for_model_type(model_config.model_type).onnx_refusal
     if refusal is not None:
-        raise UserError(f"--format onnx: a '{model_config.model_type}' model cannot be exported here ({refusal}); "
+        raise UserError(f"a '{model_config.model_type}' model cannot be exported here ({refusal}); "
                         f"exportable families: {', '.join(families.onnx_exportable())}")
 
 
@@ -65,6 +74,8 @@ def export(model, task, batches: list[dict], out: Path, quantize: str | None, co
     import tempfile
     import time
     import warnings
+
+    import torch
 
     outputs = task.onnx_outputs
     # The graph's inputs in forward()'s order below (input_ids and attention_mask always come).
@@ -99,8 +110,7 @@ def export(model, task, batches: list[dict], out: Path, quantize: str | None, co
                                   output_names=list(outputs), verbose=False,
                                   dynamic_shapes=tuple({0: batch, 1: sequence} for _ in inputs))
         except Exception as exc:  # the exporter's own error classes, several layers deep
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"--format onnx: torch's exporter failed on {type(model).__name__} ({first})") from None
+            raise UserError(f"torch's exporter failed on {type(model).__name__} ({first_line(exc)})") from None
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -119,7 +129,8 @@ def export(model, task, batches: list[dict], out: Path, quantize: str | None, co
     files = sorted(f.name for f in out.iterdir() if f.name.startswith(MODEL_FILE))
     manifest = {"task": task.name, "format": "onnx", "quantize": quantize, "inputs": inputs, "outputs": list(outputs),
                 "files": files, "export_seconds": round(seconds, 1)}
-    manifest["check"] = _check(model, OnnxModel(out, model.config, manifest), batches, outputs, quantize)
+    manifest["check"] = _check(model, OnnxModel(out, model.config, manifest, "the new export"), batches, outputs,
+                               quantize)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -129,6 +140,7 @@ def _check(model, exported, batches: list[dict], outputs, quantize: str | None) 
     PyTorch's (relative to the outputs' scale); int8 moves outputs by design, so the check is the
     label (argmax) agreement, at least 90%, with the largest difference reported beside it."""
     import numpy as np
+    import torch
 
     diffs, agree, scale = [], [], 1.0
     with torch.no_grad():
@@ -143,20 +155,20 @@ def _check(model, exported, batches: list[dict], outputs, quantize: str | None) 
     result = {"rows": sum(len(b["input_ids"]) for b in batches), "max_abs_diff": max(diffs),
               "label_agreement": float(np.mean(agree)) if agree else None}
     if quantize is None and result["max_abs_diff"] > 1e-3 * scale:
-        raise UserError(f"--format onnx: the exported model's outputs differ from PyTorch's by "
+        raise UserError(f"the exported model's outputs differ from PyTorch's by "
                         f"{result['max_abs_diff']:.3g} on {result['rows']} rows (allowed {1e-3 * scale:.3g}); "
                         "the export was not written")
     if quantize and agree and result["label_agreement"] < 0.9:
-        raise UserError(f"--quantize {quantize}: the quantized model agrees with PyTorch on only "
+        raise UserError(f"the {quantize} model agrees with PyTorch on only "
                         f"{100 * result['label_agreement']:.0f}% of {len(agree)} predictions (needs 90%); "
-                        "the export was not written; export without --quantize")
+                        "the export was not written; export it unquantized")
     return result
 
 
-def load(path: str, key: str):
-    """The model of an export directory, after checking that its files are all there."""
-    from lmctl import models
-
+def load(path: str, config, key: str):
+    """The model of an export directory, after checking that its files are all there. `config`:
+    its transformers config (labels), read by the caller (lmctl.models.load_model), which is
+    also what dispatches an export directory here; `key` names where the path came from."""
     check_installed()
     root = Path(path)
     try:
@@ -168,7 +180,6 @@ def load(path: str, key: str):
         if not (root / name).is_file():
             raise UserError(f"{key}: {root / name} is missing from the ONNX export; copy the whole directory or "
                             "export the model again")
-    config = models.load_config(path, key=key)
     return OnnxModel(root, config, manifest, key)
 
 
@@ -178,15 +189,18 @@ class _Outputs(dict):
     __getattr__ = dict.__getitem__
 
 
-class OnnxModel(torch.nn.Module):
+class OnnxModel:
     """An ONNX Runtime session behind the PyTorch model's call: named input tensors in, an object
-    with the task's outputs (as tensors) out. No parameters: nothing to train or explain."""
+    with the task's outputs (as tensors) out. No parameters: nothing to train or explain.
 
-    is_onnx = True
+    Not a torch.nn.Module, so that this module loads without torch; it has what the engine's
+    inference loop calls on a model (`training`, `eval()`, `train(mode)`, `to(device)`)."""
 
-    def __init__(self, root: Path, config, manifest: dict, key: str = "--model"):
-        super().__init__()
+    training = False
+
+    def __init__(self, root: Path, config, manifest: dict, key: str):
         import onnxruntime as ort
+        import torch
 
         self.config, self.manifest = config, manifest
         options = ort.SessionOptions()
@@ -197,11 +211,24 @@ class OnnxModel(torch.nn.Module):
         try:
             self.session = ort.InferenceSession(str(root / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception classes for unreadable graphs
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{key}: {root / MODEL_FILE} cannot be read ({first}); export the model again") from None
+            raise UserError(f"{key}: {root / MODEL_FILE} cannot be read ({first_line(exc)}); export the model "
+                            "again") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def forward(self, **batch):
+    # A session has no dropout to switch off and runs where ONNX Runtime runs (the CPU): these
+    # are the no-ops the PyTorch model's methods of the same names would be here.
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxModel":
+        return self
+
+    def to(self, *args, **kwargs) -> "OnnxModel":
+        return self
+
+    def __call__(self, **batch):
+        import torch
+
         feed = {name: batch[name].cpu().numpy() for name in self.inputs}
         values = self.session.run(list(self.manifest["outputs"]), feed)
         device = batch["input_ids"].device

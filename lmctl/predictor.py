@@ -56,11 +56,11 @@ class Predictor:
         self.task = unbound.bind(self.tokenizer, self.mode)
         # Evaluation scores the model as training does (a language model's loss, not its generations).
         self.eval_task = unbound.bind(self.tokenizer)
+        from lmctl import onnx_model
         from lmctl.engine.train import make_accelerator
-        from lmctl.onnx_model import OnnxModel
 
         self.accelerator = make_accelerator(self.cfg.training)
-        self.backend = "onnx" if isinstance(loaded, OnnxModel) else "pytorch"
+        self.backend = "onnx" if onnx_model.is_onnx(loaded) else "pytorch"
         # An ONNX Runtime session has no parameters to place or wrap; its inputs go to the CPU.
         self.model = loaded if self.backend == "onnx" else self.accelerator.prepare(loaded)
 

@@ -7,7 +7,7 @@ chosen on data:
 
 - layers: each layer is left out in turn and the loss on the importance rows measured; the
   layers whose absence raises the loss least are dropped (the rest are copied, as a
-  distillation student is built: lmctl.distill.student_from_teacher);
+  distillation student is built: lmctl.models.student_from_teacher);
 - feed-forward neurons: first-order Taylor importance, |Σ activation × ∂loss/∂activation| per
   neuron summed over the rows (Molchanov et al. 2019; Michel et al. 2019 score heads the same
   way), taken at the output projection's input; each layer keeps its most important neurons,
@@ -21,13 +21,6 @@ from __future__ import annotations
 
 from lmctl import families
 from lmctl.errors import UserError
-
-
-def batches(task, rows, batch_size: int) -> list[dict]:
-    """Labelled rows as collated batches (the loss the importance scores differentiate); `task` is bound."""
-    from lmctl.engine.batching import collated_batches
-
-    return collated_batches(task.encode(rows, "eval", "importance data"), task.eval_collate, batch_size)
 
 
 def _loss(model, batches: list[dict]) -> float:
@@ -45,7 +38,7 @@ def _loss(model, batches: list[dict]) -> float:
 
 def layer_losses(model, batches: list[dict]) -> list[float]:
     """The loss on `batches` with each layer left out in turn (the layer's index → loss)."""
-    from lmctl.distill import student_from_teacher
+    from lmctl.models import student_from_teacher
 
     depth = _depth(model)
     return [_loss(student_from_teacher(model, [j for j in range(depth) if j != i]), batches) for i in range(depth)]
@@ -146,28 +139,39 @@ def ffn_width(model) -> int:
     return module.weight.shape[1 if _stored_in_out(module) else 0]
 
 
-def check(model, keep_layers: int | None, ffn: float | None, key: str = "--model") -> None:
+def check(model, key: str) -> None:
+    """A model this module can prune; `key` names where it came from."""
     family = families.for_model_type(model.config.model_type)
     if not family.depth_fields or not family.ffn:
         raise UserError(f"{key}: a '{model.config.model_type}' model cannot be pruned here; pruning knows "
                         f"{', '.join(f.name for f in families.FAMILIES.values() if f.depth_fields and f.ffn)}")
-    if keep_layers is None and ffn is None:
-        raise UserError("prune: nothing to do; give --layers N (layers to keep) and/or --ffn SHARE (feed-forward "
-                        "width to keep, e.g. 0.5)")
-    depth = _depth(model)
-    if keep_layers is not None and not 1 <= keep_layers <= depth:
-        raise UserError(f"--layers: the model has {depth} layers; keep between 1 and {depth}, not {keep_layers}")
-    if ffn is not None and not 0 < ffn <= 1:
-        raise UserError(f"--ffn: a share of the feed-forward width to keep, above 0 and at most 1, not {ffn}")
-    if ffn is not None and ffn_layout(model) is None:
+
+
+def check_layout(model) -> None:
+    """A model whose feed-forward blocks match one of its family's layouts (the command names the flag)."""
+    family = families.for_model_type(model.config.model_type)
+    if ffn_layout(model) is None:
         known = "; ".join(" + ".join(ff.inputs) + " → " + ff.output for ff in family.ffn)
-        raise UserError(f"--ffn: {type(model).__name__} has none of the {family.name} feed-forward layouts lmctl "
+        raise UserError(f"{type(model).__name__} has none of the {family.name} feed-forward layouts lmctl "
                         f"knows ({known}); prune its layers only (--layers)")
+
+
+def check_layers(model, keep_layers: int) -> None:
+    """`keep_layers` against the model's depth (the command names the flag it came from)."""
+    depth = _depth(model)
+    if not 1 <= keep_layers <= depth:
+        raise UserError(f"the model has {depth} layers; keep between 1 and {depth}, not {keep_layers}")
+
+
+def check_share(ffn: float) -> None:
+    """A share of the feed-forward width to keep (checked before any model loads)."""
+    if not 0 < ffn <= 1:
+        raise UserError(f"a share of the feed-forward width to keep, above 0 and at most 1, not {ffn}")
 
 
 def prune(model, batches: list[dict], keep_layers: int | None, ffn: float | None, console) -> tuple[object, dict]:
     """(pruned model, report): the least important layers dropped, then the feed-forward blocks narrowed."""
-    from lmctl.distill import student_from_teacher
+    from lmctl.models import student_from_teacher
 
     report = {"loss_before": _loss(model, batches)}
     depth = _depth(model)

@@ -117,7 +117,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     if teacher is not None:
         console.log(distill.describe(cfg, name))
     if cfg.model.from_teacher:
-        model = distill.student_from_teacher(teacher.model, cfg.model.from_teacher.layers)
+        model = models.student_from_teacher(teacher.model, cfg.model.from_teacher.layers)
     else:
         model = task.build_model(name, tokenizer)
     source = (f" from layers {cfg.model.from_teacher.layers} of {name}" if cfg.model.from_teacher
@@ -344,25 +344,38 @@ def export(cfg, model_dir: str, output: str, merge: bool, overwrite: bool, conso
            fmt: str = "transformers", quantize: str | None = None) -> Path:
     """`lmctl export`: the model of `model_dir` as a plain transformers directory (a LoRA adapter
     merged into its base with --merge) or as ONNX (int8 with quantize), with its tokenizer and a
-    config.yaml for evaluate/predict. The ONNX model is checked against PyTorch before it is written."""
-    from lmctl import onnx_model
+    config.yaml for evaluate/predict. The ONNX model is checked against PyTorch before it is written.
+    A mean-pooled classifier is refused in transformers format: a plain from_pretrained would not
+    pool its way."""
+    from lmctl import models, onnx_model
 
     onnx = fmt == "onnx"
     if onnx:
-        onnx_model.check_scheme(quantize)
+        with flag("--quantize"):
+            onnx_model.check_scheme(quantize)
         onnx_model.check_installed()
     elif quantize:
         raise UserError(f"--quantize {quantize}: quantized models are ONNX; drop --format transformers")
     check_output_dir(output, overwrite, key="--output")
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge or onnx, console, "export")
     if onnx:
-        onnx_model.check_exportable(task, model.config, names_where("onnx_outputs"))
+        with flag("--format onnx"):
+            onnx_model.check_exportable(task, model.config, names_where("onnx_outputs"))
+    elif models.rebound_pooling(model):
+        # Transformers' classes pool their own way and custom code needs trust_remote_code: the
+        # saved model would reload without a word and score differently. ONNX traces the pooling.
+        raise UserError(f"--format transformers: {model_dir} pools its tokens' states by "
+                        f"{models.rebound_pooling(model)} (model.pooling), which a plain from_pretrained cannot "
+                        "rebuild (it would pool the last token); export with --format onnx, whose graph carries "
+                        "the pooling, or give lmctl the run directory itself")
 
     def write(staging: Path) -> None:
         if not onnx:
             model.save_pretrained(staging, safe_serialization=True)
             return
-        manifest = onnx_model.export(model, task, _sample_batches(cfg, task, tokenizer), staging, quantize, console)
+        with flag(f"--quantize {quantize}" if quantize else "--format onnx"):
+            manifest = onnx_model.export(model, task, _sample_batches(cfg, task, tokenizer), staging, quantize,
+                                         console)
         model.config.save_pretrained(staging)  # the labels, for evaluate/predict
         check = manifest["check"]
         agreement = "" if check["label_agreement"] is None else f", labels agree {100 * check['label_agreement']:.1f}%"
@@ -383,6 +396,12 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
     from lmctl import data
     from lmctl import prune as pruning
 
+    if keep_layers is None and ffn is None:
+        raise UserError("prune: nothing to do; give --layers N (layers to keep) and/or --ffn SHARE (feed-forward "
+                        "width to keep, e.g. 0.5)")
+    if ffn is not None:
+        with flag("--ffn"):
+            pruning.check_share(ffn)
     source = data_file or cfg.data.train_file or next(iter(cfg.data.eval_files().values()), None)
     if not source:
         raise UserError("prune: no labelled data to score importance on; pass --data FILE")
@@ -392,13 +411,19 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
     ds = data.read_table(source, key, task.text_columns(with_labels=True))
     data.check_columns(ds, task.columns(with_labels=True), source)
     task, tokenizer, model = _load_for_writing(cfg, model_dir, merge, console, "prune")
-    pruning.check(model, keep_layers, ffn)
+    pruning.check(model, "--model")
+    if keep_layers is not None:
+        with flag("--layers"):
+            pruning.check_layers(model, keep_layers)
+    if ffn is not None:
+        with flag("--ffn"):
+            pruning.check_layout(model)
     ds = ds.shuffle(seed=cfg.training.seed).select(range(min(rows, len(ds))))
     from lmctl.models import count_parameters
 
     before = count_parameters(model)
-    pruned, report = pruning.prune(model, pruning.batches(task, ds, cfg.training.eval_batch), keep_layers,
-                                   ffn, console)
+    pruned, report = pruning.prune(model, importance_batches(task, ds, cfg.training.eval_batch), keep_layers, ffn,
+                                   console)
     report.update(rows=len(ds), data=str(source), parameters=[before, count_parameters(pruned)])
 
     def write(staging: Path) -> None:
@@ -410,6 +435,13 @@ def prune(cfg, model_dir: str, output: str, keep_layers: int | None, ffn: float 
                 f"rows {report['loss_before']:.4f} → {report['loss_after']:.4f}; finetune or distil it to recover "
                 f"({out})")
     return report
+
+
+def importance_batches(task, rows, batch_size: int) -> list[dict]:
+    """Labelled rows as collated batches (`task` bound): the loss prune's importance scores differentiate."""
+    from lmctl.engine.batching import collated_batches
+
+    return collated_batches(task.encode(rows, "eval", "importance data"), task.eval_collate, batch_size)
 
 
 # Rows an export is checked on when the run's validation data is not at hand.

@@ -135,3 +135,20 @@ def write_config(path: Path, model: Path, train: Path, dev: Path, output_dir: Pa
         cfg[section].update(values)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def plain_scores(model_dir: Path, texts: list[str]) -> list[dict]:
+    """Each text's label → probability from transformers alone (`from_pretrained` of `model_dir`),
+    one text at a time: no batching, no padding, no lmctl."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    scores = []
+    with torch.no_grad():
+        for text in texts:
+            probs = model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0]
+            scores.append(dict(zip(labels, probs.tolist())))
+    return scores

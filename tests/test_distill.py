@@ -33,7 +33,7 @@ def classifier(path: Path, num_labels: int = 2):
 def test_a_student_from_the_teacher_holds_the_chosen_layers(tiny_models, family, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from lmctl.distill import student_from_teacher
+    from lmctl.models import student_from_teacher
     from lmctl.families import FAMILIES
 
     teacher, tokenizer = classifier(tiny_models[family])

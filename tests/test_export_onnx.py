@@ -77,14 +77,30 @@ def test_an_int8_export_is_smaller_and_keeps_the_labels(runs, tmp_path):
     import torch
 
     from lmctl import onnx_model
+    from lmctl.models import load_config
 
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        session = onnx_model.load(str(int8), "--model").session
-        assert session.get_session_options().intra_op_num_threads == 1
+        loaded = onnx_model.load(str(int8), load_config(str(int8)), "--model")
+        assert loaded.session.get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(threads)
+    # The one test callers make instead of probing attributes.
+    assert onnx_model.is_onnx(loaded) and not onnx_model.is_onnx(torch.nn.Linear(1, 1))
+
+
+def test_reading_an_export_needs_no_torch_until_it_runs(tmp_path):
+    """Loading lmctl.onnx_model and checking for an export import no torch (an ONNX-only server
+    could start without it); tested in a fresh process, as this one imported torch long ago."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lmctl import onnx_model; "
+            f"assert onnx_model.is_onnx_dir({str(tmp_path)!r}) is False; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_question_answering_exports_with_both_outputs(tiny_models, tmp_path):

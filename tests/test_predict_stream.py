@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import cli, sentiment_rows, write_config, write_rows
+from helpers import cli, plain_scores, sentiment_rows, write_config, write_rows
 from lmctl import data
 from lmctl.errors import UserError
 
@@ -38,18 +38,7 @@ def run(tiny_models, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expected(run) -> list[dict]:
     """Each text's label and scores from transformers alone: one text at a time, no batching, no lmctl."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(run)
-    model = AutoModelForSequenceClassification.from_pretrained(run).eval()
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    out = []
-    with torch.no_grad():
-        for text in TEXTS:
-            probs = model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0].tolist()
-            out.append({"label": names[max(range(len(probs)), key=probs.__getitem__)], "scores": dict(zip(names, probs))})
-    return out
+    return [{"label": max(scores, key=scores.get), "scores": scores} for scores in plain_scores(run, TEXTS)]
 
 
 def jsonl(text: str) -> list[dict]:

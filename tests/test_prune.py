@@ -82,7 +82,7 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
     from lmctl.config import config_for_model
     from lmctl.data import read_table
     from lmctl.models import load_tokenizer
-    from lmctl.run import make_task
+    from lmctl.run import importance_batches, make_task
 
     run = str(runs[family])
     task = make_task(config_for_model(run, None, [], None), Recorder())
@@ -104,7 +104,7 @@ def test_importance_finds_the_neurons_that_matter(runs, family):
             else:
                 out.weight[:, dead] = 0
             live[name] = sorted(set(range(width)) - set(dead.tolist()))
-    batches = prune.batches(task.bind(tokenizer), read_table(runs["dev"], "--data", ("sentence",)), 32)
+    batches = importance_batches(task.bind(tokenizer), read_table(runs["dev"], "--data", ("sentence",)), 32)
     scores = prune.neuron_importance(model, batches)
     assert set(scores) == set(live) and len(live) == 2 * len(family_of(family).layer_stacks)
     for name, score in scores.items():

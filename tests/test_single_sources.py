@@ -11,7 +11,7 @@ import pytest
 from lmctl import config as config_lib
 from lmctl import data, models
 from lmctl.console import Console
-from lmctl.errors import UserError
+from lmctl.errors import UserError, first_line
 
 WORDS = ["NA", "null", "nan", "N/A", "None", "a fine film"]
 
@@ -103,3 +103,11 @@ def test_span_corruption_generates_through_a_ddp_style_wrapper(tiny_models):
     direct = task.eval_step(model, dict(batch))["generated"]
     wrapped = task.eval_step(Wrapped(model), dict(batch))["generated"]
     assert torch.equal(direct, wrapped) and direct.shape[1] > 1
+
+
+def test_a_library_error_becomes_its_first_line_or_its_class_name():
+    """The one helper every one-line message about a library's error goes through (models, data,
+    ONNX export and loading)."""
+    assert first_line(ValueError("bad header\n  at line 3\n  in parser")) == "bad header"
+    assert first_line(RuntimeError("\n  padded message\nmore")) == "padded message"
+    assert first_line(OSError()) == "OSError"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Annotated, Optional
 
 import typer
 
+from lmctl.console import Console
 from lmctl.errors import EXIT_USER_ERROR, UserError
 
 DEBUG = False
@@ -37,17 +37,17 @@ def guarded(fn):
         except UserError as exc:
             if DEBUG:
                 raise
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            Console().fail(f"error: {exc}")
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr, flush=True)
+            Console().fail("error: interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:
             from lmctl.engine.train import Interrupted  # only reached when training ran
 
             if not isinstance(exc, Interrupted):
                 raise
-            print(f"stopped: {exc}; continue with the same command plus --resume", file=sys.stderr, flush=True)
+            Console().fail(f"stopped: {exc}; continue with the same command plus --resume")
             raise typer.Exit(128 + exc.signum) from None
 
     return wrapper

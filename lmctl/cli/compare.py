@@ -36,21 +36,21 @@ def compare(
 
         check_output_file(plot, "--plot")
     result = compare_lib.compare(runs, baseline, sort_by, all_keys, fail_if_worse, tolerance)
-    if format == "table":
-        from lmctl.console import Console
+    from lmctl.console import Console
 
+    out, console = Console(stream=sys.stdout), Console()
+    if format == "table":
         header, cells = compare_lib.table(result)
-        Console(stream=sys.stdout).table(f"{result.rows[0].runs[0].task}, ranked by {sort_by or result.metric}",
-                                         cells, header=header)
+        out.table(f"{result.rows[0].runs[0].task}, ranked by {sort_by or result.metric}", cells, header=header)
     else:
-        text = {"md": compare_lib.markdown, "csv": compare_lib.csv_text, "json": compare_lib.json_text}[format](result)
-        sys.stdout.write(text)
+        write = {"md": compare_lib.markdown, "csv": compare_lib.csv_text, "json": compare_lib.json_text}[format]
+        out.write(write(result))
     if plot:
         from lmctl.plots import overlay
 
         overlay([run.path for row in result.rows for run in row.runs], result.metric, plot)
-        print(f"curves of {sum(len(row.runs) for row in result.rows)} runs: {plot}", file=sys.stderr)
+        console.log(f"curves of {sum(len(row.runs) for row in result.rows)} runs: {plot}")
     if result.failures:
         for line in result.failures:
-            print(f"gate failed: {line}", file=sys.stderr)
+            console.fail(f"gate failed: {line}")
         raise typer.Exit(EXIT_GATE_FAILED)

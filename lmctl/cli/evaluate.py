@@ -79,5 +79,5 @@ def evaluate(
                 suffix = ".confusion.png" if len(results) == 1 else f".{i + 1}.confusion.png"
                 write_confusion(output.with_suffix(suffix), cm["labels"], cm["matrix"])
     if failed:
-        print(f"gate failed: {'; '.join(failed)}", file=sys.stderr)
+        console.fail(f"gate failed: {'; '.join(failed)}")
         raise typer.Exit(EXIT_GATE_FAILED)

@@ -29,8 +29,9 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write MODEL to OUTPUT with its tokenizer and config.yaml: a plain transformers model
-    (`from_pretrained(OUTPUT)` loads it) or, with --format onnx, model.onnx checked against
-    PyTorch. `lmctl evaluate/predict --model OUTPUT` run either."""
+    (`from_pretrained(OUTPUT)` loads it; a classifier with model.pooling mean is refused, as
+    from_pretrained would pool the last token) or, with --format onnx, model.onnx checked
+    against PyTorch. `lmctl evaluate/predict --model OUTPUT` run either."""
     from lmctl import config as config_lib
     from lmctl import run
     from lmctl.console import Console

@@ -1,4 +1,4 @@
-"""Task registry: task name → the class that implements the `Task` protocol.
+"""The tasks: one module per task behind the `Task` protocol (lmctl.tasks.base).
 
 Shipped entries are import paths so that `lmctl --help` never imports a task module; a config's
 validation imports the one module its task names (task modules keep torch and transformers out of
