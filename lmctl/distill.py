@@ -169,3 +169,55 @@ def describe(cfg, student_name: str | None) -> str:
                else student_name or "a model from scratch")
     return (f"distill: teacher {d.teacher}, student {student}, temperature {d.temperature:g}, "
             f"alpha {d.alpha:g} (soft-target weight)")
+
+
+class Distillation:
+    """Distillation as one training plugin (run.TrainingPlugin): the recipe calls each hook at its
+    step, and this is everything a distilling run does beyond a plain one."""
+
+    def __init__(self, cfg, make_task, console):
+        self.cfg, self.make_task, self.console = cfg, make_task, console
+
+    def check(self) -> None:
+        """Before any data is read: the teacher exists, and model.from_teacher's layers fit its depth."""
+        self.teacher_path = check(self.cfg)
+
+    def fit(self, task, fingerprints: dict) -> None:
+        """After the task learnt the train data's labels: load the teacher and check that its labels are
+        the student's; fingerprint distill.unlabelled_file for data.json."""
+        fingerprints.update(unlabelled_fingerprint(self.cfg))
+        self.teacher = Teacher(self.cfg, self.teacher_path, self.make_task, self.console)
+        self.teacher.check_labels(task)
+
+    def prepare(self, task, train_rows, train_enc, accelerator):
+        """The training features with the teacher's outputs as a column (and the unlabelled rows); then
+        the teacher leaves the device to the student."""
+        # alpha 0 is the labels-only baseline of a from-teacher student: the teacher's outputs would
+        # weigh nothing, so they are not computed (minutes on a large train set).
+        if self.cfg.distill.alpha > 0:
+            train_enc, _ = add_teacher_targets(self.cfg, task, task.tokenizer, self.teacher, train_rows, train_enc,
+                                               accelerator, self.console)
+        self.teacher.model.to("cpu")  # its outputs are a column now; keep the device for the student
+        return train_enc
+
+    def describe(self, model_name: str | None) -> str:
+        return describe(self.cfg, model_name)
+
+    def build_model(self, task, tokenizer):
+        """The student built from the teacher's layers (model.from_teacher); None: the task builds it."""
+        from lmctl.models import student_from_teacher
+
+        from_teacher = self.cfg.model.from_teacher
+        return student_from_teacher(self.teacher.model, from_teacher.layers) if from_teacher else None
+
+    def loss_fn(self, task):
+        """The soft-target loss mixed with the label loss; None (the model's own loss) at alpha 0."""
+        d = self.cfg.distill
+        return loss_fn(d.temperature, d.alpha, task.regression) if d.alpha > 0 else None
+
+    def report(self, task, tokenizer, eval_rows: dict, eval_sets: dict, out, accelerator) -> dict:
+        """After training: the teacher's scores and its agreement with the kept student (in `out`)."""
+        student = task.load_model(str(out), tokenizer, "output_dir")
+        extra = report(accelerator, self.teacher, task, eval_rows, eval_sets, student)
+        self.console.log("distill: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        return extra

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Protocol
 
 from lmctl import adapters, distill
 from lmctl import config as config_lib
@@ -57,87 +58,56 @@ def train(cfg, overwrite: bool = False, console: Console | None = None, resume: 
         return _train(cfg, overwrite, console, resume)
 
 
+class TrainingPlugin(Protocol):
+    """A piece of training that plugs into the recipe (distillation: `distill.Distillation`). `_train`
+    asks every plugin of the run at each step, in the order of these hooks; a run without plugins
+    is a plain one. Plugins implement this structurally (no base class)."""
+
+    def check(self) -> None:
+        """Up front, before any data is read: what the plugin needs exists (a teacher)."""
+
+    def fit(self, task, fingerprints: dict) -> None:
+        """After the task learnt from the train data: load and check what the plugin needs against
+        the task (the teacher's labels); add the fingerprints of files it reads to data.json's."""
+
+    def prepare(self, task, train_rows, train_enc, accelerator):
+        """The training features (from the bound task) with what the plugin adds (teacher outputs)."""
+
+    def describe(self, model_name: str | None) -> str:
+        """One console line on what the plugin does in this run."""
+
+    def build_model(self, task, tokenizer):
+        """The model to train, where the plugin builds it (a student from a teacher's layers); None: the task's."""
+
+    def loss_fn(self, task):
+        """The training loss `(model, batch) → loss` where it is not the model's own; None: the model's."""
+
+    def report(self, task, tokenizer, eval_rows: dict, eval_sets: dict, out: Path, accelerator) -> dict:
+        """After training, metrics.json's extra entries (the teacher's scores, its agreement with the student)."""
+
+
 def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
-    from lmctl import data, models
-    from lmctl.tokenizer_training import tokenizer_for_run
-
-    # Config and output directory.
+    """The training recipe, in steps: checks → data → accelerator → features → model → run directory →
+    the engine's loop → plugin reports → curves. Each step asks the run's plugins (`TrainingPlugin`)."""
     out = Path(cfg.output_dir)
-    resume_from = _resume_checkpoint(cfg, resume, overwrite, console) if resume else None
-    if resume_from is None:
-        check_output_dir(cfg.output_dir, overwrite)
-    teacher_path = distill.check(cfg) if cfg.distill else None
-    name = teacher_path if cfg.model.from_teacher else _checkpoint_name(cfg)
-    trackers.check_installed(cfg.training.report_to)
-
-    # Data, and what the task learns from it before a model exists.
-    task = make_task(cfg, console)
-    quiet_libraries()
-    splits, fingerprints = data.load_splits(cfg, task.text_columns(with_labels=True))
-    columns = task.columns(with_labels=True)
-    data.check_columns(splits["train"], columns, f"train data ({data.source_name(cfg, 'train')})")
-    for eval_set, ds in splits["eval"].items():
-        data.check_columns(ds, columns, f"validation data ({data.source_name(cfg, 'validation', eval_set)})")
-    task.fit(splits["train"])
-    teacher = None
-    if cfg.distill:
-        fingerprints.update(distill.unlabelled_fingerprint(cfg))
-        teacher = distill.Teacher(cfg, teacher_path, make_task, console)
-        teacher.check_labels(task)
-    # A misspelt metric_for_best would otherwise fail at the first evaluation, after the model
-    # loaded and the output directory was replaced.
-    best = cfg.training.metric_for_best
-    names = [config_lib.metric_key(s, m) for s in splits["eval"] for m in task.metric_names]
-    if best and best not in names:
-        raise UserError(f"training.metric_for_best: '{best}' is not reported by task '{cfg.task}'; "
-                        f"choose one of {', '.join(sorted(names))}")
-
-    # Tokenizer, features and model.
-    from accelerate.utils import set_seed
-
-    from lmctl.engine.train import check_batch_size, make_accelerator, train as train_loop
-
-    accelerator = make_accelerator(cfg.training, out)
-    check_batch_size(accelerator, cfg.training)
-    set_seed(cfg.training.seed)
-    tokenizer = tokenizer_for_run(cfg, task.texts(splits["train"]), name, console, accelerator,
-                                  out if resume_from else None)
-    task = task.bind(tokenizer)
-    with accelerator.main_process_first():
-        train_enc = task.encode(splits["train"], "train", data.source_name(cfg, "train"))
-        eval_sets = {eval_set: task.encode(ds, "eval", data.source_name(cfg, "validation", eval_set))
-                     for eval_set, ds in splits["eval"].items()}
-    loss_fn = None
-    # alpha 0 is the labels-only baseline of a from-teacher student: the teacher's outputs would
-    # weigh nothing, so they are not computed (minutes on a large train set).
-    if teacher is not None and cfg.distill.alpha > 0:
-        train_enc, _ = distill.add_teacher_targets(cfg, task, tokenizer, teacher, splits["train"], train_enc,
-                                                   accelerator, console)
-        loss_fn = distill.loss_fn(cfg.distill.temperature, cfg.distill.alpha, task.regression)
-    if teacher is not None:
-        console.log(distill.describe(cfg, name))
-    if cfg.model.from_teacher:
-        model = models.student_from_teacher(teacher.model, cfg.model.from_teacher.layers)
-    else:
-        model = task.build_model(name, tokenizer)
-    source = (f" from layers {cfg.model.from_teacher.layers} of {name}" if cfg.model.from_teacher
-              else " (from scratch)" if name is None else " from " + name)
-    console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters{source}")
-    if adapters.is_adapted(model):
-        console.log(adapters.describe(model))
-
-    # The run directory, then the engine.
+    plugins = _plugins(cfg, console)
+    resume_from, name = _check_up_front(cfg, overwrite, console, resume, plugins)
+    task, splits, fingerprints = _setup_data(cfg, console, plugins)
+    accelerator = _setup_accelerator(cfg, out)
+    task, tokenizer, train_enc, eval_sets = _setup_features(cfg, task, splits, name, accelerator, console,
+                                                            resume_from, plugins)
+    model = _setup_model(cfg, task, tokenizer, name, console, plugins)
     if accelerator.is_main_process:
         _start_run_dir(cfg, out, overwrite, fingerprints, tokenizer, resume_from)
         write_json(out / "environment.json", environment(accelerator))
     accelerator.wait_for_everyone()
-    if teacher is not None:
-        teacher.model.to("cpu")  # its outputs are a column now; keep the device for the student
+
+    from lmctl.engine.train import train as train_loop
+
+    loss_fn = _one_answer([p.loss_fn(task) for p in plugins], "training loss")
     metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_sets, out, console, accelerator, resume_from,
                          loss_fn)
-    if teacher is not None:
-        metrics = _distill_report(cfg, task, teacher, tokenizer, splits["eval"], eval_sets, out, metrics, accelerator,
-                                  console)
+    metrics = _plugin_reports(plugins, task, tokenizer, splits["eval"], eval_sets, out, metrics, accelerator)
     if accelerator.is_main_process:
         from lmctl.plots import write_curves
 
@@ -146,15 +116,112 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
     return metrics
 
 
-def _distill_report(cfg, task, teacher, tokenizer, eval_rows, eval_sets, out: Path, metrics: dict, accelerator,
-                    console) -> dict:
-    """metrics.json gains the teacher's scores and its agreement with the kept student."""
-    student = task.load_model(str(out), tokenizer, "output_dir")
-    extra = distill.report(accelerator, teacher, task, eval_rows, eval_sets, student)
-    console.log("distill: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
-    metrics = {**metrics, **extra}
-    if accelerator.is_main_process:
-        write_json(out / "metrics.json", metrics)
+def _plugins(cfg, console) -> list[TrainingPlugin]:
+    """What this run plugs into the recipe: distillation when the config has a distill section."""
+    return [distill.Distillation(cfg, make_task, console)] if cfg.distill else []
+
+
+def _one_answer(answers: list, what: str):
+    """The one plugin answer that is not None (None: no plugin gives one)."""
+    given = [a for a in answers if a is not None]
+    if len(given) > 1:
+        raise RuntimeError(f"{len(given)} training plugins each give the {what}; at most one may")
+    return given[0] if given else None
+
+
+def _check_up_front(cfg, overwrite: bool, console, resume: str | None, plugins) -> tuple[Path | None, str | None]:
+    """(checkpoint to resume from, checkpoint the model starts from), checked before any data is read:
+    a bad flag, output directory, teacher or model path fails in a second."""
+    resume_from = _resume_checkpoint(cfg, resume, overwrite, console) if resume else None
+    if resume_from is None:
+        check_output_dir(cfg.output_dir, overwrite)
+    for plugin in plugins:
+        plugin.check()
+    name = _checkpoint_name(cfg)
+    trackers.check_installed(cfg.training.report_to)
+    return resume_from, name
+
+
+def _setup_data(cfg, console, plugins):
+    """(unbound task, splits, data fingerprints): the data read and checked, and what the task (and
+    each plugin) learns from it before a model exists."""
+    from lmctl import data
+
+    task = make_task(cfg, console)
+    quiet_libraries()
+    splits, fingerprints = data.load_splits(cfg, task.text_columns(with_labels=True))
+    columns = task.columns(with_labels=True)
+    data.check_columns(splits["train"], columns, f"train data ({data.source_name(cfg, 'train')})")
+    for eval_set, ds in splits["eval"].items():
+        data.check_columns(ds, columns, f"validation data ({data.source_name(cfg, 'validation', eval_set)})")
+    task.fit(splits["train"])
+    for plugin in plugins:
+        plugin.fit(task, fingerprints)
+    # A misspelt metric_for_best would otherwise fail at the first evaluation, after the model
+    # loaded and the output directory was replaced.
+    best = cfg.training.metric_for_best
+    names = [config_lib.metric_key(s, m) for s in splits["eval"] for m in task.metric_names]
+    if best and best not in names:
+        raise UserError(f"training.metric_for_best: '{best}' is not reported by task '{cfg.task}'; "
+                        f"choose one of {', '.join(sorted(names))}")
+    return task, splits, fingerprints
+
+
+def _setup_accelerator(cfg, out: Path):
+    """The run's Accelerator (its trackers write in `out`), after the batch sizes were checked; seeds set."""
+    from accelerate.utils import set_seed
+
+    from lmctl.engine.train import check_batch_size, make_accelerator
+
+    accelerator = make_accelerator(cfg.training, out)
+    check_batch_size(accelerator, cfg.training)
+    set_seed(cfg.training.seed)
+    return accelerator
+
+
+def _setup_features(cfg, task, splits, name: str | None, accelerator, console, resume_from: Path | None, plugins):
+    """(bound task, tokenizer, training features, evaluation sets' features): the run's tokenizer
+    (loaded, or trained and saved), the task bound to it, the data encoded, then each plugin's additions."""
+    from lmctl import data
+    from lmctl.tokenizer_training import tokenizer_for_run
+
+    tokenizer = tokenizer_for_run(cfg, task.texts(splits["train"]), name, console, accelerator,
+                                  Path(cfg.output_dir) if resume_from else None)
+    task = task.bind(tokenizer)
+    with accelerator.main_process_first():
+        train_enc = task.encode(splits["train"], "train", data.source_name(cfg, "train"))
+        eval_sets = {eval_set: task.encode(ds, "eval", data.source_name(cfg, "validation", eval_set))
+                     for eval_set, ds in splits["eval"].items()}
+    for plugin in plugins:
+        train_enc = plugin.prepare(task, splits["train"], train_enc, accelerator)
+    return task, tokenizer, train_enc, eval_sets
+
+
+def _setup_model(cfg, task, tokenizer, name: str | None, console, plugins):
+    """The model to train: a plugin's (a student from a teacher's layers) or the task's head on `name`
+    (None: from scratch); described on the console."""
+    from lmctl import models
+
+    for plugin in plugins:
+        console.log(plugin.describe(name))
+    model = _one_answer([p.build_model(task, tokenizer) for p in plugins], "model")
+    if model is None:
+        model = task.build_model(name, tokenizer)
+    source = (f" from layers {cfg.model.from_teacher.layers} of {name}" if cfg.model.from_teacher
+              else " (from scratch)" if name is None else " from " + name)
+    console.log(f"model: {type(model).__name__}, {models.count_parameters(model) / 1e6:.2f}M parameters{source}")
+    if adapters.is_adapted(model):
+        console.log(adapters.describe(model))
+    return model
+
+
+def _plugin_reports(plugins, task, tokenizer, eval_rows: dict, eval_sets: dict, out: Path, metrics: dict,
+                    accelerator) -> dict:
+    """metrics.json gains what each plugin reports after training (a teacher's scores and agreement)."""
+    for plugin in plugins:
+        metrics = {**metrics, **plugin.report(task, tokenizer, eval_rows, eval_sets, out, accelerator)}
+        if accelerator.is_main_process:
+            write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -171,9 +238,12 @@ def _resume_checkpoint(cfg, resume: str, overwrite: bool, console) -> Path:
 
 
 def _checkpoint_name(cfg) -> str | None:
-    """The checkpoint a run starts from (None: from scratch), checked before any data is read."""
+    """The checkpoint a run starts from (the teacher for a student built from its layers; None: from
+    scratch), checked before any data is read."""
     from lmctl import models
 
+    if cfg.model.from_teacher:
+        return models.resolve(cfg.distill.teacher, key=distill.KEY)
     if cfg.model.from_scratch is None:
         return models.resolve(cfg.model.name_or_path)
     if cfg.model.tokenizer:
