@@ -429,11 +429,13 @@ def _format_error(err: dict, source: str) -> str:
     return f"{source}: key '{key}': {msg} (got {err.get('input')!r})"
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`training.learning_rate=3e-5` → (['training', 'learning_rate'], 3e-05)."""
+def parse_override(text: str, source: str = "override") -> tuple[list[str], Any]:
+    """`training.learning_rate=3e-5` → (['training', 'learning_rate'], 3e-05); `source` names the
+    flag or setting the text came from in the error."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
-        raise UserError(f"--set '{text}': expected KEY=VALUE with a dotted key, e.g. --set training.learning_rate=3e-5")
+        raise UserError(f"{source} '{text}': expected KEY=VALUE with a dotted key, e.g. {source} "
+                        "training.learning_rate=3e-5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -441,16 +443,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], source: str = "override") -> dict:
+    """`overrides` (KEY=VALUE, dotted keys) written into `raw`; `source` names where they came from (the
+    command layer passes its flag, --set)."""
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = parse_override(text, source)
         node = raw
         for part in path[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"--set '{text}': '{part}' is a value, not a section")
+                raise UserError(f"{source} '{text}': '{part}' is a value, not a section")
             node = child
         node[path[-1]] = value
     return raw
@@ -484,10 +488,11 @@ def validate(raw: dict, source: str = "config") -> Config:
         raise UserError(_format_error(exc.errors()[0], source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None,
+                overrides_key: str = "override") -> Config:
     """Read a YAML file (or start from `base`), apply overrides, validate."""
     raw = read_yaml(path) if path else dict(base or {})
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], overrides_key)
     cfg = validate(raw, str(path) if path else "config")
     if path:
         _resolve_paths(cfg, Path(path).parent)
@@ -539,7 +544,8 @@ def check_same_config(cfg: Config, saved: Path) -> None:
                         "resume with the same config (only the step budget may change)")
 
 
-def config_for_model(model_dir: str, config_path: str | None, overrides: list[str], task: str | None) -> Config:
+def config_for_model(model_dir: str, config_path: str | None, overrides: list[str], task: str | None,
+                     overrides_key: str = "override") -> Config:
     """The config an evaluate/predict run uses: an explicit one, else the run directory's own
     (a plain model directory gets the defaults, text-classification unless `task` says otherwise)."""
     run_config = Path(model_dir) / "config.yaml"
@@ -556,7 +562,7 @@ def config_for_model(model_dir: str, config_path: str | None, overrides: list[st
     model["name_or_path"] = model_dir
     model.pop("from_scratch", None)  # a trained run is a checkpoint now
     model.pop("from_teacher", None)
-    apply_overrides(raw, overrides)
+    apply_overrides(raw, overrides, overrides_key)
     return validate(raw, config_path or str(run_config))
 
 

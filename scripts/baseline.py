@@ -58,7 +58,7 @@ def run() -> None:
     from lmctl.errors import UserError
     from lmctl.rundir import prepare_output_dir, write_json
 
-    cfg = config_lib.load_config(args.config, args.set)
+    cfg = config_lib.load_config(args.config, args.set, overrides_key="--set")
     if cfg.task != "text-classification":
         raise UserError(f"{args.config}: task {cfg.task}; these baselines are for text-classification")
     d = cfg.data

@@ -15,4 +15,4 @@ def show(config: ConfigArg, set_: SetOpt = None) -> None:
     """Validate CONFIG and print it with every default filled in."""
     from lmctl import config as config_lib
 
-    typer.echo(config_lib.dump(config_lib.load_config(config, set_ or [])), nl=False)
+    typer.echo(config_lib.dump(config_lib.load_config(config, set_ or [], overrides_key="--set")), nl=False)

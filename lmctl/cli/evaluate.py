@@ -51,7 +51,7 @@ def evaluate(
     if output is not None:
         check_output_file(output, "--output")
     gates = parse_gates(fail_under or [])
-    cfg = config_lib.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
     console = Console()
     results = run.evaluate(cfg, model, data, batch_size, console, gates=gates, max_tokens=max_tokens)
     out = Console(stream=sys.stdout)

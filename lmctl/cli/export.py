@@ -36,6 +36,6 @@ def export(
     from lmctl import run
     from lmctl.console import Console
 
-    cfg = config_lib.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
     fmt = format.value if format else "onnx" if quantize else "transformers"
     run.export(cfg, model, output, merge, overwrite, Console(), fmt, quantize)

@@ -12,5 +12,5 @@ def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
     from lmctl import config as config_lib
     from lmctl import run
 
-    cfg = config_lib.load_config(config, set_ or [])
+    cfg = config_lib.load_config(config, set_ or [], overrides_key="--set")
     run.finetune(cfg, overwrite=overwrite, resume=resume_from or ("latest" if resume else None))

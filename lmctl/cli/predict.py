@@ -45,7 +45,7 @@ def predict(
     for path, key in ((output, "--output"), (explain_html, "--explain-html")):
         if path is not None:
             check_output_file(path, key)  # before the model loads, not after every row was predicted
-    cfg = config_lib.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
     explaining = explain or explain_html is not None
     records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None,
                           chunk_rows, max_tokens)

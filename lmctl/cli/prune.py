@@ -30,5 +30,5 @@ def prune(
     from lmctl import run
     from lmctl.console import Console
 
-    cfg = config_lib.config_for_model(model, config, set_ or [], task)
+    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
     run.prune(cfg, model, output, layers, ffn, data, rows, merge, overwrite, Console())
