@@ -55,6 +55,12 @@ class Console:
             self.stream.write(text)
             self.stream.flush()
 
+    def write_lines(self, lines) -> None:
+        """A stream of output lines (predict's JSON lines), written as they come, flushed at the end."""
+        if self.enabled:
+            self.stream.writelines(lines)
+            self.stream.flush()
+
     def warn_count(self, n: int, total: int, message) -> None:
         """A warning about `n` of `total` rows; `message(n, total)` words it. Printed at once when
         n > 0, or, inside `summed_counts()`, added up with the same warning's other counts."""

@@ -55,7 +55,7 @@ def predict(
     if output:
         atomic_write_lines(output, lines)  # lines are written as chunks finish; the file appears whole at the end
     else:
-        sys.stdout.writelines(lines)
+        Console(stream=sys.stdout).write_lines(lines)
     if explain_html is not None:
         from lmctl.explain import write_html
 
