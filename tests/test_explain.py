@@ -6,6 +6,7 @@ and one-line refusals for tasks without explanations."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -141,6 +142,9 @@ def test_explanation_page_is_self_contained(keyword_page):
 def test_explanation_page_in_headless_chromium(keyword_page, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
+        # CI installs it (.ci/run): there a missing browser is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail("headless Chromium is not installed; .ci/run installs it (Debian: apt install chromium)")
         pytest.skip("headless Chromium is not installed (Debian: apt install chromium)")
     from matplotlib import image
 
