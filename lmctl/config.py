@@ -434,8 +434,8 @@ def parse_override(text: str, source: str = "override") -> tuple[list[str], Any]
     flag or setting the text came from in the error."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
-        raise UserError(f"{source} '{text}': expected KEY=VALUE with a dotted key, e.g. {source} "
-                        "training.learning_rate=3e-5")
+        example = f"{source} training.learning_rate=3e-5" if source.startswith("-") else "training.learning_rate=3e-5"
+        raise UserError(f"{source} '{text}': expected KEY=VALUE with a dotted key, e.g. {example}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:

@@ -231,8 +231,11 @@ def test_set_null_and_strings(tmp_path):
 
 @pytest.mark.parametrize("bad", ["foo", "=3", "training..seed=1", ".seed=1"])
 def test_set_bad_syntax(tmp_path, bad):
+    # The commands name their flag (overrides_key="--set"); from Python the overrides are "override".
+    msg = user_error(config_lib.load_config, write(tmp_path, MINILM_EXAMPLE), [bad], overrides_key="--set")
+    assert f"--set '{bad}'" in msg and "KEY=VALUE" in msg and "e.g. --set training.learning_rate=3e-5" in msg
     msg = user_error(config_lib.load_config, write(tmp_path, MINILM_EXAMPLE), [bad])
-    assert f"--set '{bad}'" in msg and "KEY=VALUE" in msg
+    assert msg.startswith(f"override '{bad}': expected KEY=VALUE") and "--" not in msg
 
 
 def test_set_into_a_value_is_an_error(tmp_path):
