@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from lmctl.console import Console, quiet_libraries
-from lmctl.errors import UserError
+from lmctl.errors import RowError, UserError
 
 
 class Predictor:
@@ -92,14 +92,11 @@ class Predictor:
     def _table(self, rows: Iterable[dict | str], with_labels: bool):
         from datasets import Dataset
 
-        from lmctl import data
-        from lmctl.errors import RowError
-
         rows = list(rows)
         if not rows:
             raise UserError("no rows: give at least one row")
         columns = self.input_columns(with_labels)
-        text = [c for c in self.input_columns() if c]
+        text = self.input_columns()
         records = []
         for i, row in enumerate(rows):
             if isinstance(row, str):
@@ -113,9 +110,7 @@ class Predictor:
             if missing:
                 raise RowError("rows", i + 1, f"no '{missing[0]}'; every row needs {', '.join(columns)}")
             records.append({c: row[c] for c in columns})
-        ds = Dataset.from_list(records)
-        data.check_columns(ds, self.task.columns(with_labels), "rows")
-        return ds
+        return Dataset.from_list(records)  # every row was checked for every column above
 
     # ---- tables (what the commands' file loops call) --------------------------------------
     def predict_table(self, ds, source: str, progress=None, done: int = 0, explain_steps: int | None = None
