@@ -1,5 +1,6 @@
-"""What the two benchmarks share: their child processes, option checks, the environment report,
-the Trainer side's arguments, training call and result file, and table rows.
+"""What the benchmarks share: their child processes, option checks, the environment report, the
+Trainer side's arguments, training call and result file, SST-2 sentences and `lmctl predict`
+runs, and table rows.
 
 Each benchmark runs each side in a child process of its own, one after the other: lmctl as
 `python -m lmctl COMMAND CONFIG`, the plain Trainer side as the benchmark module itself with the
@@ -125,6 +126,33 @@ def run_trainer_child(name: str, module: str, options: list[str], args: argparse
     result = _read_json(result_path)
     result.update(wall_seconds=round(wall, 2), cpu_seconds=round(cpu, 2), load_before=round(load, 2))
     return result
+
+
+def read_sentences(data: Path, rows: int) -> list[str]:
+    """The first `rows` sentences of data/train.tsv (SST-2's layout: columns sentence, label), in file order."""
+    import csv
+
+    with open(data / "train.tsv", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [r["sentence"] for _, r in zip(range(rows), reader)]
+
+
+def write_sentences(path: Path, texts: list[str]) -> Path:
+    """`texts` as a one-column TSV (header `sentence`) for `lmctl predict --input`."""
+    path.write_text("sentence\n" + "".join(t + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def run_predict(name: str, model: Path, sentences: Path, work: Path, env: dict,
+                batch_size: int | None = None) -> tuple[float, Path]:
+    """`lmctl predict` of `sentences` with `model` as a whole process (start-up, loading and writing
+    included), its log and predictions in `work`; returns the wall seconds and the predictions' path."""
+    slug = name.replace(" ", "-")
+    preds = work / f"{slug}.jsonl"
+    cmd = [sys.executable, "-m", "lmctl", "predict", "--model", str(model), "--input", str(sentences),
+           "--output", str(preds)] + (["--batch-size", str(batch_size)] if batch_size else [])
+    wall, _ = run_child(f"predict {name}", cmd, env, work / f"predict-{slug}.log")
+    return wall, preds
 
 
 def default_model() -> str:

@@ -18,7 +18,6 @@ Results and method: docs/benchmarks.md ("Distillation, pruning and int8 ONNX").
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -112,11 +111,8 @@ def main() -> None:
 
     rows = []
     with common.work_folder("lmctl-bench-compress-", args.keep) as work:
-        with open(data / "train.tsv", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            texts = [r["sentence"] for _, r in zip(range(args.rows), reader)]
-        sentences = work / "sentences.tsv"
-        sentences.write_text("sentence\n" + "".join(t + "\n" for t in texts), encoding="utf-8")
+        texts = common.read_sentences(data, args.rows)
+        sentences = common.write_sentences(work / "sentences.tsv", texts)
 
         models = [("teacher fp32", Path(args.teacher).resolve()), ("student fp32", Path(args.student).resolve())]
         for name, source in list(models):
@@ -128,10 +124,7 @@ def main() -> None:
 
         for name, path in models:
             slug = name.replace(" ", "-")
-            preds = work / f"{slug}.jsonl"
-            wall, _ = common.run_child(f"predict {name}", lmctl + [
-                "predict", "--model", str(path), "--input", str(sentences), "--output", str(preds),
-                "--batch-size", str(args.batch_size)], env, work / f"predict-{slug}.log")
+            wall, preds = common.run_predict(name, path, sentences, work, env, args.batch_size)
             scores = work / f"{slug}.eval.json"
             common.run_child(f"evaluate {name}", lmctl + ["evaluate", "--model", str(path), "--data",
                                                           str(data / "dev.tsv"), "--output", str(scores)],
