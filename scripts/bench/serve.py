@@ -1,7 +1,8 @@
 """Benchmark: `lmctl serve` under load, against the server a user writes first and against `lmctl predict`.
 
-Starts each server on 127.0.0.1 (a free port) in a child process and drives it with an async
-httpx client in this process, one sentence per request, with 1, 8 and 32 concurrent clients:
+Starts each server on 127.0.0.1 (a free port) in a child process and drives it from this
+process with an async HTTP client (aiohttp; httpx with --client httpx, which costs far more CPU a
+request), one sentence per request, with 1, 8 and 32 concurrent clients:
 
 - lmctl serve on the finetuned run directory (PyTorch) and on its int8 ONNX export;
 - the peer, scripts/bench/peer_server.py: FastAPI with a sync route calling
@@ -54,6 +55,8 @@ def parse_args() -> argparse.Namespace:
                    help="sentences (the first N rows of train.tsv) and requests per load level")
     p.add_argument("--single-requests", type=int, default=500, help="requests at 1 client (at most --requests)")
     p.add_argument("--clients", default="1,8,32", help="concurrent clients per load level, comma-separated")
+    p.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="the load generator's HTTP client (httpx costs ~15x the CPU a request; see docs)")
     p.add_argument("--warmup", type=int, default=32, help="requests sent to each server before it is timed")
     p.add_argument("--level-seconds", type=float, default=180.0,
                    help="a load level stops sending after this many seconds")
@@ -174,16 +177,57 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))]
 
 
+class RequestFailed(Exception):
+    """A request that got no HTTP answer other than by timing out (refused, reset, ...); args[0] names why."""
+
+
+@contextlib.asynccontextmanager
+async def http_client(kind: str, url: str, connections: int, timeout: float):
+    """An async `post(body)` to url/predict -> (status, whether a Retry-After header came, JSON of a 200 or text).
+
+    Raises TimeoutError past `timeout` seconds and RequestFailed when no answer came. `kind`: aiohttp
+    or httpx; aiohttp by default because httpx's pool costs this process 5 ms of CPU a request at
+    32 connections here (aiohttp 0.3 ms), a core's worth taken from the server it measures.
+    """
+    if kind == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async def post(body: dict):
+                try:
+                    async with session.post("/predict", json=body) as r:
+                        payload = await (r.json(content_type=None) if r.status == 200 else r.text())
+                        return r.status, "Retry-After" in r.headers, payload
+                except aiohttp.ClientError as exc:
+                    raise RequestFailed(type(exc).__name__) from exc
+
+            yield post
+    else:
+        import httpx
+
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout, trust_env=False) as client:
+            async def post(body: dict):
+                try:
+                    r = await client.post("/predict", json=body)
+                except httpx.TimeoutException as exc:
+                    raise TimeoutError() from exc
+                except httpx.HTTPError as exc:
+                    raise RequestFailed(type(exc).__name__) from exc
+                return r.status_code, "retry-after" in r.headers, r.json() if r.status_code == 200 else r.text
+
+            yield post
+
+
 async def drive(server: Server, texts: list[str], clients: int, requests: int, max_seconds: float,
-                timeout: float) -> dict:
+                timeout: float, kind: str = "aiohttp") -> dict:
     """`requests` POST /predict of one sentence each (texts in turn) from `clients` concurrent clients.
 
     No client starts a request after `max_seconds`; each request may take `timeout` seconds. Counts
     statuses, timeouts and connection errors; latencies and answers of the 200s; the server's RSS
     every 0.25 s and its CPU seconds; this process's CPU seconds (the client's share of the cores).
     """
-    import httpx
-
     statuses: Counter = Counter()
     errors: Counter = Counter()
     latencies: list[float] = []
@@ -192,7 +236,7 @@ async def drive(server: Server, texts: list[str], clients: int, requests: int, m
     rss: list[float] = []
     issued = 0
 
-    async def client_loop(client: httpx.AsyncClient, deadline: float) -> None:
+    async def client_loop(post, deadline: float) -> None:
         nonlocal issued, no_retry_after
         while issued < requests and time.perf_counter() < deadline:
             i = issued
@@ -200,22 +244,22 @@ async def drive(server: Server, texts: list[str], clients: int, requests: int, m
             body = {"inputs": [{"sentence": texts[i % len(texts)]}]}
             sent = time.perf_counter()
             try:
-                r = await asyncio.wait_for(client.post("/predict", json=body), timeout)
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+                status, retry_after, payload = await asyncio.wait_for(post(body), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
                 errors["timeout"] += 1
                 continue
-            except httpx.HTTPError as exc:
-                errors[type(exc).__name__] += 1
+            except RequestFailed as exc:
+                errors[str(exc)] += 1
                 continue
             took = time.perf_counter() - sent
-            statuses[r.status_code] += 1
-            if r.status_code == 200:
+            statuses[status] += 1
+            if status == 200:
                 latencies.append(took)
-                answers[i] = r.json()["predictions"][0]
-            elif r.status_code == 503 and "retry-after" not in r.headers:
+                answers[i] = payload["predictions"][0]
+            elif status == 503 and not retry_after:
                 no_retry_after += 1
-            elif r.status_code != 503 and statuses[r.status_code] == 1:
-                print(f"[{server.name}] HTTP {r.status_code}: {r.text[:300]}", file=sys.stderr, flush=True)
+            elif status != 503 and statuses[status] == 1:
+                print(f"[{server.name}] HTTP {status}: {str(payload)[:300]}", file=sys.stderr, flush=True)
 
     async def sample_rss() -> None:
         while True:
@@ -224,13 +268,12 @@ async def drive(server: Server, texts: list[str], clients: int, requests: int, m
                 rss.append(value)
             await asyncio.sleep(0.25)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     load = os.getloadavg()[0]
     server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout, trust_env=False) as client:
+    async with http_client(kind, server.url, clients, timeout) as post:
         sampler = asyncio.create_task(sample_rss())
         start = time.perf_counter()
-        await asyncio.gather(*(client_loop(client, start + max_seconds) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(post, start + max_seconds) for _ in range(clients)))
         wall = time.perf_counter() - start
         sampler.cancel()
     ok = statuses.get(200, 0)
@@ -270,11 +313,12 @@ def get_json(server: Server, path: str):
 def measure(server: Server, args: argparse.Namespace, texts: list[str], reference: list[dict] | None) -> list[dict]:
     """Warm `server` up, then one load level per --clients value; the levels, answers checked against `reference`."""
     if args.warmup:
-        asyncio.run(drive(server, texts, min(8, args.warmup), args.warmup, args.level_seconds, args.timeout))
+        asyncio.run(drive(server, texts, min(8, args.warmup), args.warmup, args.level_seconds, args.timeout,
+                          args.client))
     levels = []
     for clients in args.clients:
         n = min(args.single_requests, args.requests) if clients == 1 else args.requests
-        level = asyncio.run(drive(server, texts, clients, n, args.level_seconds, args.timeout))
+        level = asyncio.run(drive(server, texts, clients, n, args.level_seconds, args.timeout, args.client))
         answers = level.pop("answers")
         if reference is not None:
             level["agreement"] = agreement(answers, reference)
@@ -293,14 +337,15 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def overload(server: Server, args: argparse.Namespace, texts: list[str], reference: list[dict]) -> dict:
     """--overload-clients clients against a server with a short queue; then one ordinary request."""
-    asyncio.run(drive(server, texts, min(8, max(1, args.warmup)), max(1, args.warmup), args.level_seconds, args.timeout))
+    asyncio.run(drive(server, texts, min(8, max(1, args.warmup)), max(1, args.warmup), args.level_seconds, args.timeout,
+                      args.client))
     before = rss_mb(server.pid)
     result = asyncio.run(drive(server, texts, args.overload_clients, args.overload_requests, args.overload_seconds,
-                               args.overload_timeout))
+                               args.overload_timeout, args.client))
     result.pop("answers")
     time.sleep(1.0)  # let what the server still holds drain before "after"
     after = rss_mb(server.pid)
-    probe = asyncio.run(drive(server, texts, 1, 1, args.timeout, args.timeout))
+    probe = asyncio.run(drive(server, texts, 1, 1, args.timeout, args.timeout, args.client))
     answer = probe.pop("answers").get(0)
     result.update(rss_mb_before=before, rss_mb_after=after, queue=args.overload_queue,
                   after_request={"statuses": probe["statuses"], "errors": probe["errors"], "latency_ms": probe["p50_ms"],
