@@ -424,9 +424,10 @@ def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
 def check_text(ds, column: str, source: str) -> None:
     for i, value in enumerate(ds[column]):
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise RowError(source, i + 1, f"empty text in column '{column}'; fill or remove that row")
+            raise RowError(source, i + 1, f"empty text in column '{column}'; fill or remove that row",
+                           column=column)
         if not isinstance(value, str):
-            raise RowError(source, i + 1, f"column '{column}' holds {value!r}, not text")
+            raise RowError(source, i + 1, f"column '{column}' holds {value!r}, not text", column=column)
 
 
 @contextmanager

@@ -18,8 +18,9 @@ class RowError(UserError):
     Kept apart so that a caller which hands the rows over in pieces (predict reads its input in
     chunks) can name the row by its place in the whole input (`shifted`)."""
 
-    def __init__(self, source: str, row: int, message: str, where: str = ""):
-        self.source, self.row, self.message, self.where = source, row, message, where
+    def __init__(self, source: str, row: int, message: str, where: str = "", column: str | None = None):
+        # `column`: the field at fault where one is (a server names it in its JSON error).
+        self.source, self.row, self.message, self.where, self.column = source, row, message, where, column
         super().__init__(f"{source}: row {row}{where}: {message}")
 
     @property
@@ -28,7 +29,7 @@ class RowError(UserError):
         return self.row - 1
 
     def shifted(self, rows_before: int) -> "RowError":
-        return RowError(self.source, self.row + rows_before, self.message, self.where)
+        return RowError(self.source, self.row + rows_before, self.message, self.where, self.column)
 
 
 def first_line(exc: BaseException) -> str:

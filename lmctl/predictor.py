@@ -89,9 +89,10 @@ class Predictor:
         """The metrics `lmctl evaluate` reports, on labelled rows (dicts with the label columns too)."""
         return self.evaluate_table(self._table(rows, with_labels=True), "rows")["metrics"]
 
-    def _table(self, rows: Iterable[dict | str], with_labels: bool):
-        from datasets import Dataset
-
+    def check_rows(self, rows: Iterable[dict | str], with_labels: bool = False) -> list[dict]:
+        """The rows as dicts of exactly the columns the task reads, after the checks `predict` makes
+        of a file's rows: a dict (or a plain string for a one-text task), every column there, text
+        columns holding non-empty text. Raises `RowError` (source "rows") for the first bad row."""
         rows = list(rows)
         if not rows:
             raise UserError("no rows: give at least one row")
@@ -108,9 +109,20 @@ class Predictor:
                 raise RowError("rows", i + 1, f"expected a dict of {', '.join(columns)}, got {type(row).__name__}")
             missing = [c for c in columns if c not in row]
             if missing:
-                raise RowError("rows", i + 1, f"no '{missing[0]}'; every row needs {', '.join(columns)}")
+                raise RowError("rows", i + 1, f"no '{missing[0]}'; every row needs {', '.join(columns)}",
+                               column=missing[0])
             records.append({c: row[c] for c in columns})
-        return Dataset.from_list(records)  # every row was checked for every column above
+        from lmctl.data import check_text
+
+        for column in self.text_columns():
+            if column in columns:  # a table's column built of mixed types would not even load
+                check_text({column: [r[column] for r in records]}, column, "rows")
+        return records
+
+    def _table(self, rows: Iterable[dict | str], with_labels: bool):
+        from datasets import Dataset
+
+        return Dataset.from_list(self.check_rows(rows, with_labels))
 
     # ---- tables (what the commands' file loops call) --------------------------------------
     def predict_table(self, ds, source: str, progress=None, done: int = 0, explain_steps: int | None = None

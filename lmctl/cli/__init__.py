@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain, prune
+from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain, prune, serve
 
 app = typer.Typer(
     name="lmctl",
@@ -27,6 +27,7 @@ COMMANDS = {
     "export": export.export,
     "prune": prune.prune,
     "compare": compare.compare,
+    "serve": serve.serve,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import check_column_values_are_text, report_truncation
+from lmctl.tasks.base import check_column_values_are_text, map_batches, report_truncation
 from lmctl.tasks.lm_common import (
     GENERATION_METRICS, PERPLEXITY_METRICS, LanguageModelTask, decode_generated, encode_prompts, generate,
     generation_metrics, pad_batch, perplexity, perplexity_metrics, token_nll,
@@ -76,9 +76,8 @@ class CausalLMTask(LanguageModelTask):
             encoded = encode_prompts(ds, column, tokenizer, self.max_length - 1, source, self.console,
                                      add_special_tokens=False)
             bos = self._bos(tokenizer)
-            return encoded.map(lambda b: {"input_ids": [bos + x for x in b["input_ids"]],
-                                          "attention_mask": [[1] * (len(bos) + len(x)) for x in b["input_ids"]]},
-                               batched=True)
+            return map_batches(encoded, lambda b: {"input_ids": [bos + x for x in b["input_ids"]],
+                                                   "attention_mask": [[1] * (len(bos) + len(x)) for x in b["input_ids"]]})
         if self.pairs:
             return self._encode_pairs(ds, tokenizer, split, source)
         tokenized = self.corpus.tokenize(ds, tokenizer, add_special_tokens=False, append_eos=True)
@@ -114,7 +113,7 @@ class CausalLMTask(LanguageModelTask):
                 out["reference"] = batch[self.completion_column]
             return out
 
-        encoded = ds.map(run, batched=True, remove_columns=ds.column_names)
+        encoded = map_batches(ds, run, remove_columns=ds.column_names)
         report_truncation(self.console, sum(1 for n in encoded["num_tokens"] if n > limit), len(encoded), limit,
                           source)
         no_target = sum(1 for n in encoded["prompt_length"] if n >= limit)

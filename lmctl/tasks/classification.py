@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, reject, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, map_batches, reject, report_truncation
 
 
 class ClassificationTask(Task):
@@ -174,7 +174,7 @@ class ClassificationTask(Task):
                 enc["labels"] = [float(v) for v in raw] if self.regression else [self._label_to_id[v] for v in raw]
             return enc
 
-        encoded = ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc=None)
+        encoded = map_batches(ds, tokenize, remove_columns=ds.column_names, desc=None)
         report_truncation(self.console, count_truncated(encoded, self.max_length), len(encoded), self.max_length, source)
         return encoded.remove_columns(["num_tokens"])
 

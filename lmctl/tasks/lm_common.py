@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import Task, check_column_values_are_text, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, map_batches, report_truncation
 
 
 class TextCorpus:
@@ -53,7 +53,7 @@ class TextCorpus:
         ds = ds.filter(lambda b: [isinstance(t, str) and bool(t.strip()) for t in b[self.column]], batched=True)
         if not _is_stream(ds) and len(ds) == 0:
             raise UserError(f"column '{self.column}': no non-empty text; check data.text_column and the file")
-        return ds.map(run, batched=True, remove_columns=[self.column])
+        return map_batches(ds, run, remove_columns=[self.column])
 
     def blocks(self, tokenized, block_size: int, source: str):
         """Pack: concatenate documents and cut `block_size` blocks (the tail of each 1,000 documents is
@@ -66,7 +66,7 @@ class TextCorpus:
             def cut(batch):
                 return {k: [v[:block_size] for v in vals] for k, vals in batch.items()}
 
-            out = tokenized.map(cut, batched=True)
+            out = map_batches(tokenized, cut)
         else:
             def pack(batch):
                 joined = {k: [x for seq in vals for x in seq] for k, vals in batch.items()}
@@ -76,8 +76,8 @@ class TextCorpus:
                 # A corpus shorter than one block still yields one (short) block.
                 return {k: [v[i:i + block_size] for i in range(0, total, block_size)] for k, v in joined.items()}
 
-            out = tokenized.map(pack, batched=True, batch_size=1000)
-        return out.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
+            out = map_batches(tokenized, pack, batch_size=1000)
+        return map_batches(out, lambda b: {"length": [len(x) for x in b["input_ids"]]})
 
 
 def _is_stream(ds) -> bool:
@@ -270,7 +270,7 @@ def encode_prompts(ds, column: str, tokenizer, max_length: int, source: str, con
         enc["length"] = [len(x) for x in enc["input_ids"]]
         return enc
 
-    encoded = ds.map(run, batched=True, remove_columns=ds.column_names)
+    encoded = map_batches(ds, run, remove_columns=ds.column_names)
     n_long = sum(1 for n in encoded["num_tokens"] if n > max_length)
     report_truncation(console, n_long, len(encoded), max_length, source)
     return encoded.remove_columns(["num_tokens"])

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from lmctl.errors import UserError
-from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, reject, report_truncation
+from lmctl.tasks.base import Task, check_column_values_are_text, count_truncated, map_batches, reject, report_truncation
 
 _HINT = "reranking labels are relevance grades: 0 for not relevant, 1 (or a higher grade) for relevant"
 
@@ -174,7 +174,7 @@ class RerankingTask(Task):
                 enc["labels"] = [grades[i] / max_grade for i in indices]
             return enc
 
-        encoded = ds.map(tokenize, batched=True, with_indices=True, remove_columns=ds.column_names, desc=None)
+        encoded = map_batches(ds, tokenize, with_indices=True, remove_columns=ds.column_names, desc=None)
         report_truncation(self.console, count_truncated(encoded, self.max_length), len(encoded), self.max_length,
                           source)
         return encoded.remove_columns(["num_tokens"])

@@ -12,7 +12,7 @@ generated length). `predict` generates a target for each source.
 
 from __future__ import annotations
 
-from lmctl.tasks.base import check_column_values_are_text, report_truncation
+from lmctl.tasks.base import check_column_values_are_text, map_batches, report_truncation
 from lmctl.tasks.lm_common import (
     GENERATION_METRICS, LanguageModelTask, decode_generated, generate, generation_metrics, pad_batch,
     perplexity_metrics, token_nll,
@@ -82,7 +82,7 @@ class Seq2SeqTask(LanguageModelTask):
                     out["reference"] = targets  # metrics compare with the whole text, not the cut labels
             return out
 
-        encoded = ds.map(run, batched=True, remove_columns=ds.column_names)
+        encoded = map_batches(ds, run, remove_columns=ds.column_names)
         total = len(encoded)
         report_truncation(self.console, sum(n > self.max_length for n in encoded["source_tokens"]), total,
                           self.max_length, f"{source} (sources, column '{self.source_column}')")
