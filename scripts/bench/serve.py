@@ -430,16 +430,19 @@ def main() -> None:
 
 def report(args, info, texts, levels, servers, predict, overload_result, names) -> None:
     print(f"\n== load test: one sentence a request, the first {len(texts)} rows of train.tsv, "
-          f"{args.threads} threads per server, client in this process")
-    widths = (28, 7, 9, 8, 8, 8, 8, 11, 8)
-    print(common.fmt_row(("server", "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "non-200", "agree"),
-                         widths))
+          f"{args.threads} threads per server, client in this process ({args.client}); CPU: milliseconds a request")
+    widths = (28, 7, 9, 8, 8, 8, 8, 8, 8, 12, 11)
+    print(common.fmt_row(("server", "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "non-200", "agree",
+                          "server CPU", "client CPU"), widths))
     for lv in levels:
         bad = lv["requests"] - lv["ok"]
         agree = lv.get("agreement")
         share = f"{100 * agree['same_label'] / agree['answers']:.1f}%" if agree and agree["answers"] else "-"
+        per = max(lv["requests"], 1)  # CPU milliseconds a request, of the server process and of this one
         print(common.fmt_row((names[lv["key"]], lv["clients"], lv["requests"], fmt(lv["requests_per_second"]),
-                              fmt(lv["p50_ms"]), fmt(lv["p90_ms"]), fmt(lv["p99_ms"]), bad, share), widths))
+                              fmt(lv["p50_ms"]), fmt(lv["p90_ms"]), fmt(lv["p99_ms"]), bad, share,
+                              f"{1000 * lv['server_cpu_seconds'] / per:.1f} ms", f"{1000 * lv['client_cpu_seconds'] / per:.2f} ms"),
+                             widths))
     for key, s in servers.items():
         print(f"{names[key]}: ready after {s['ready_seconds']:.1f}s, RSS {fmt(s['rss_mb_loaded'], 0)} MB loaded, "
               f"{fmt(s['rss_mb_end'], 0)} MB at the end")
