@@ -70,6 +70,8 @@ def parse_args() -> argparse.Namespace:
                    help="torch (and ONNX Runtime) threads of every server and predict run (default: the cores)")
     p.add_argument("--serve-args", default="", help="extra options for every lmctl serve, e.g. '--max-wait-ms 2'")
     p.add_argument("--ready-seconds", type=float, default=180.0, help="how long a server may take to load")
+    p.add_argument("--no-predict", action="store_true",
+                   help="skip the lmctl predict runs (no rows/s ratios, answers not checked against predict's)")
     p.add_argument("--output", default="runs/bench-serve/results.json")
     p.add_argument("--keep", action="store_true", help="keep the work folder (predictions, server logs)")
     args = p.parse_args()
@@ -335,7 +337,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def overload(server: Server, args: argparse.Namespace, texts: list[str], reference: list[dict]) -> dict:
+def overload(server: Server, args: argparse.Namespace, texts: list[str], reference: list[dict] | None) -> dict:
     """--overload-clients clients against a server with a short queue; then one ordinary request."""
     asyncio.run(drive(server, texts, min(8, max(1, args.warmup)), max(1, args.warmup), args.level_seconds, args.timeout,
                       args.client))
@@ -349,7 +351,8 @@ def overload(server: Server, args: argparse.Namespace, texts: list[str], referen
     answer = probe.pop("answers").get(0)
     result.update(rss_mb_before=before, rss_mb_after=after, queue=args.overload_queue,
                   after_request={"statuses": probe["statuses"], "errors": probe["errors"], "latency_ms": probe["p50_ms"],
-                                 "label_matches_predict": bool(answer) and answer.get("label") == reference[0]["label"]})
+                                 "label_matches_predict": None if reference is None else
+                                 bool(answer) and answer.get("label") == reference[0]["label"]})
     print(f"[overload] {result['statuses']} errors {result['errors']} in {result['wall_seconds']:.1f}s; "
           f"RSS {fmt(before)} / {fmt(result['rss_mb_max'])} / {fmt(after)} MB; after: {result['after_request']}",
           file=sys.stderr, flush=True)
@@ -387,7 +390,8 @@ def main() -> None:
         sentences = common.write_sentences(work / "sentences.tsv", texts)
         one_row = common.write_sentences(work / "one-row.tsv", texts[:1])
         # lmctl predict of the same sentences: the rows/s to compare with, and the labels every server should give.
-        for key in [k for k in ("lmctl", "onnx") if models[k] is not None and (k in args.servers or k == "lmctl")]:
+        measured = [] if args.no_predict else ["lmctl"] + [k for k in ("onnx",) if k in args.servers]
+        for key in measured:
             wall, preds = common.run_predict(f"{key} rows", models[key], sentences, work, env)
             start_up, _ = common.run_predict(f"{key} 1 row", models[key], one_row, work, env)
             predict[key] = {"wall_seconds": wall, "one_row_seconds": start_up, "rows": len(texts),
@@ -399,11 +403,11 @@ def main() -> None:
             if key == "peer":
                 cmd = [sys.executable, "-m", "scripts.bench.peer_server", "--model", str(models["lmctl"]),
                        "--host", HOST, "--port", str(port), "--threads", str(args.threads)]
-                cwd, reference = common.REPO, predict["lmctl"]["records"]
+                cwd, reference = common.REPO, predict.get("lmctl", {}).get("records")
             else:
                 cmd = lmctl + ["serve", "--model", str(models[key]), "--host", HOST, "--port", str(port),
                                "--threads", str(args.threads), *shlex.split(args.serve_args)]
-                cwd, reference = work, predict[key]["records"]
+                cwd, reference = work, predict.get(key, {}).get("records")
             with serving(names[key], cmd, port, env, work, cwd, args.ready_seconds) as server:
                 servers[key] = {"command": " ".join(cmd), "ready_seconds": server.ready_seconds,
                                 "rss_mb_loaded": rss_mb(server.pid)}
@@ -422,7 +426,7 @@ def main() -> None:
                            "--threads", str(args.threads), "--max-queue", str(args.overload_queue),
                            *shlex.split(args.serve_args)]
             with serving("overload", cmd, port, env, work, work, args.ready_seconds) as server:
-                overload_result = overload(server, args, texts, predict["lmctl"]["records"])
+                overload_result = overload(server, args, texts, predict.get("lmctl", {}).get("records"))
                 overload_result["command"] = " ".join(cmd)
 
     report(args, info, texts, levels, servers, predict, overload_result, names)
