@@ -66,3 +66,17 @@ def pretrain_run(tmp_path_factory):
         return runs[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def task_runs(tiny_models, pretrain_run, tmp_path_factory) -> dict:
+    """name → (run directory, labelled dev file, predict modes): one tiny run per task (task_runs.py)."""
+    import torch
+    from task_runs import build_runs
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_thread: tiny models on a busy machine
+    try:
+        return build_runs(tiny_models, pretrain_run, tmp_path_factory.mktemp("task-runs"))
+    finally:
+        torch.set_num_threads(before)
