@@ -508,15 +508,23 @@ def make_server(opts: ServeOptions):
 
 def _prepare(opts: ServeOptions):
     """The config and the listening socket, or a one-line UserError for what can be checked up front."""
-    from lmctl import config as config_lib
     from lmctl import models
 
     _check(opts)
     if opts.threads:
         _set_threads(opts.threads)
-    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    cfg = _config(opts)
     models.resolve(opts.model, key="--model")  # a wrong path fails here, before the port is taken
     return cfg, bind(opts.host, opts.port)
+
+
+def _config(opts: ServeOptions):
+    from lmctl import config as config_lib
+
+    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    # A server runs no code that came with a model, whatever the run was trained with.
+    cfg.model.trust_remote_code = False
+    return cfg
 
 
 def _check(opts: ServeOptions) -> None:
@@ -601,11 +609,9 @@ def _serve_workers(opts: ServeOptions) -> None:
 
 def worker_app():
     """The application of one --workers process (uvicorn imports this by name in each)."""
-    from lmctl import config as config_lib
-
     opts = ServeOptions(**json.loads(os.environ[WORKER_ENV]))
     _set_threads(opts.threads)
-    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    cfg = _config(opts)
     log = Log(opts.log_format)
     server = Server(opts, cfg, log)
     server.url = _url(opts.host, port=opts.port)  # the port the parent bound (0 resolved)
