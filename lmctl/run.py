@@ -340,9 +340,12 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     if explain_steps and not task.explains:
         raise UserError(f"--explain: task '{cfg.task}' has no explanation; explanations are for "
                         "text-classification models (single texts or pairs)")
+    from lmctl.predictor import is_light
+
     columns = task.text_columns()
     source = "stdin" if input_file == "-" else input_file
-    chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
+    plain = is_light(task, model_dir)  # an ONNX export that predicts without torch reads without pandas too
+    chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None, plain)
     try:
         first = next(chunks)  # read and checked before the model loads: a bad file costs a second
     except data.NoRows as exc:
