@@ -322,7 +322,9 @@ def read_chunks(spec: str, key: str, text_columns: tuple[str, ...] = (),
         from lmctl.table import Columns
 
         chunks = list(read_chunks(spec, key, text_columns, CHUNK_ROWS, plain))
-        yield Columns({c: [v for chunk in chunks for v in chunk[c]] for c in chunks[0].column_names})
+        names = dict.fromkeys(c for chunk in chunks for c in chunk.column_names)  # JSON lines may add keys later
+        yield Columns({c: [v for chunk in chunks for v in (chunk[c] if c in chunk.column_names else [None] * len(chunk))]
+                       for c in names})
         return
     paths = expand(spec, key)
     for path in paths:  # a missing or empty file fails before the first one is read

@@ -275,9 +275,9 @@ def check_gates(gates, names) -> None:
 def _predictor(cfg, model_dir: str, console: Console, batch_size: int | None, max_tokens: int | None,
                mode: str | None = None):
     """The Predictor of `model_dir`, after the checks that need no model."""
-    from lmctl.predictor import Predictor
+    from lmctl.predictor import Predictor, is_light
 
-    if max_tokens:
+    if max_tokens and not is_light(get_task_class(cfg.task), model_dir):  # the torch-free loop is one process
         from accelerate import PartialState
 
         if PartialState().num_processes > 1:

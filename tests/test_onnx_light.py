@@ -135,6 +135,10 @@ def test_predictor_on_an_export_imports_no_torch(exports, tmp_path):
     expected = Predictor(str(export), light=False, batch_size=2).predict(rows)
     assert lines[0] == json.dumps(expected)
     assert expected[2]["truncated"] is True and "truncated" not in expected[0]
+    # A token budget makes the same batches on both loops.
+    budget = dict(batch_size=8, max_tokens=30)
+    assert json.dumps(Predictor(str(export), **budget).predict(rows * 3)) == \
+        json.dumps(Predictor(str(export), light=False, **budget).predict(rows * 3))
     # Evaluation of an export keeps the PyTorch loop: the same metrics from either Predictor.
     labelled = [{"sentence": r["sentence"], "label": r["label"]} for r in sentiment_rows(10, 9)]
     assert Predictor(str(export)).evaluate(labelled) == Predictor(str(export), light=False).evaluate(labelled)
