@@ -142,6 +142,16 @@ def test_an_onnx_export_and_a_lora_run_are_served(runs, tiny_models, tmp_path):
         assert served.get("/info").json()["backend"] == "onnx"
         refused = served.post({"inputs": ["a fine day"]}, params={"explain": "true"})
         assert refused.status_code == 422 and "PyTorch" in refused.json()["error"]
+    # As a process, a server of an export loads no torch (tokenizers, numpy and ONNX Runtime do the work).
+    process = _start("--model", export)
+    try:
+        url = _url_of(process, [])
+        assert httpx.post(f"{url}/predict", json={"inputs": ["a fine day"]}, timeout=LIMIT_S).status_code == 200
+        libraries = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libtorch" not in libraries and "onnxruntime" in libraries
+    finally:
+        process.terminate()
+        process.wait(LIMIT_S)
     lora = _lora_run(tiny_models, tmp_path)
     cli("predict", "--model", lora, "--input", dev, "--output", output)
     with Served(lora) as served:
