@@ -137,16 +137,14 @@ def _txt_column(text_columns: tuple[str, ...]) -> str:
 
 @contextmanager
 def _parse_errors(path: Path, fmt: str):
-    """What pandas / pyarrow raise about a file's contents → one line naming the file."""
-    import pandas as pd
-
+    """What pandas / pyarrow (or the plain readers) raise about a file's contents → one line naming the file."""
     try:
         yield
     except UserError:
         raise
     except UnicodeDecodeError:  # only from a file read in pieces: a whole one is decoded by _decode
         raise _first_bad_line(path) from None
-    except (ValueError, pd.errors.ParserError) as exc:
+    except ValueError as exc:  # pandas' ParserError and pyarrow's errors are ValueErrors
         raise UserError(f"{path}: cannot parse as {fmt}: {first_line(exc)}; check the file format") from None
 
 
@@ -228,10 +226,26 @@ def _to_dataset(frame, source, key: str, first_row: int = 0):
     except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError / ArrowInvalid
         # JSON cells keep their own types, and Arrow cannot store text and numbers in one
         # column: name the column and the first row that differs instead of a pyarrow traceback.
-        raise _mixed_column_error(frame, source, key, first_row) or exc
+        raise _mixed_column_error(_frame_columns(frame), source, key, first_row) or exc
 
 
-def _mixed_column_error(frame, source, key: str, first_row: int = 0) -> UserError | None:
+def _frame_columns(frame) -> dict[str, list]:
+    """A DataFrame as column lists, missing cells (NaN) as None: the values `Dataset.from_pandas` holds."""
+    return {c: [None if isinstance(v, float) and v != v else v for v in frame[c].tolist()] for c in frame.columns}
+
+
+def _to_columns(columns: dict[str, list], source, key: str, first_row: int = 0):
+    """Column lists → `lmctl.table.Columns`, refused where `Dataset.from_pandas` refuses them (one
+    column holding text and numbers), so both kinds of table read a file alike."""
+    from lmctl.table import Columns
+
+    error = _mixed_column_error(columns, source, key, first_row)
+    if error is not None:
+        raise error
+    return Columns(columns)
+
+
+def _mixed_column_error(columns: dict[str, list], source, key: str, first_row: int = 0) -> UserError | None:
     def kind(value) -> str | None:
         if value is None or (isinstance(value, float) and value != value):  # missing / NaN
             return None
@@ -241,9 +255,9 @@ def _mixed_column_error(frame, source, key: str, first_row: int = 0) -> UserErro
             return "numbers"
         return type(value).__name__
 
-    for column in frame.columns:
+    for column, values in columns.items():
         first = None
-        for i, value in enumerate(frame[column].tolist()):
+        for i, value in enumerate(values):
             k = kind(value)
             if k is None:
                 continue
@@ -288,28 +302,110 @@ enough that memory stays flat whatever the size of the input."""
 
 
 def read_chunks(spec: str, key: str, text_columns: tuple[str, ...] = (),
-                chunk_rows: int | None = CHUNK_ROWS) -> Iterator:
+                chunk_rows: int | None = CHUNK_ROWS, plain: bool = False) -> Iterator:
     """A local file (or a folder / glob of them), or '-' for stdin, as `datasets.Dataset` chunks of
     up to `chunk_rows` rows in input order (None: the whole input in one chunk). Parsed and checked
     as `read_table` does; row numbers in messages count from the start of the input. A .json file
-    (a list, or SQuAD's nesting) cannot be read in pieces: it is parsed whole, then cut."""
+    (a list, or SQuAD's nesting) cannot be read in pieces: it is parsed whole, then cut.
+
+    `plain`: `lmctl.table.Columns` chunks instead, for predict's torch-free path (an ONNX export):
+    JSON lines, CSV, TSV and text files are read without pandas or datasets (`_plain_chunks`, which
+    reads the text columns' cells as pandas does: only an empty cell is missing), .json and
+    parquet through pandas as above."""
     if spec == "-":
-        yield from _stdin_chunks(text_columns, chunk_rows)
+        yield from _stdin_chunks(text_columns, chunk_rows, plain)
         return
     if chunk_rows is None:
-        yield read_table(spec, key, text_columns)
+        if not plain:
+            yield read_table(spec, key, text_columns)
+            return
+        from lmctl.table import Columns
+
+        chunks = list(read_chunks(spec, key, text_columns, CHUNK_ROWS, plain))
+        names = dict.fromkeys(c for chunk in chunks for c in chunk.column_names)  # JSON lines may add keys later
+        yield Columns({c: [v for chunk in chunks for v in (chunk[c] if c in chunk.column_names else [None] * len(chunk))]
+                       for c in names})
         return
     paths = expand(spec, key)
     for path in paths:  # a missing or empty file fails before the first one is read
         check_file(path, key)
     first_row = 0
     for path in paths:
-        for frame in _frame_chunks(path, text_columns, chunk_rows):
-            if len(frame):
-                yield _to_dataset(frame, spec, key, first_row)
-                first_row += len(frame)
+        if not plain:
+            tables = (_to_dataset(frame, spec, key, first_row) for frame in _frame_chunks(path, text_columns, chunk_rows))
+        elif file_format(path) in PLAIN_FORMATS:
+            tables = (_to_columns(columns, spec, key, first_row) for columns in _plain_chunks(path, text_columns,
+                                                                                              chunk_rows))
+        else:
+            tables = (_to_columns(_frame_columns(frame), spec, key, first_row)
+                      for frame in _frame_chunks(path, text_columns, chunk_rows))
+        for table in tables:
+            if len(table):
+                yield table
+                first_row += len(table)
     if first_row == 0:  # a file with a header and no rows among others adds none; all of them: none at all
         raise _no_rows(spec, key)
+
+
+PLAIN_FORMATS = ("jsonl", "csv", "tsv", "txt")
+"""What `_plain_chunks` reads with the standard library (pandas takes half a second to import)."""
+
+
+def _plain_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Iterator[dict[str, list]]:
+    """One file as column lists of up to `rows` rows, as `_frame_chunks` reads the text columns:
+    CSV (quoted cells, doubled quotes, blank lines skipped) and TSV (cells as they are); a row with
+    fewer cells than the header is missing the rest, one with more is an error; an empty cell is
+    missing (None), every other cell is text. JSON lines: one object per line, blank lines skipped.
+    Other columns are read as text too (pandas would infer numbers): predict reads only text."""
+    fmt = file_format(path)
+    with _parse_errors(path, fmt), path.open(encoding="utf-8-sig", newline="") as f:
+        if fmt == "txt":
+            lines = (part for line in f for part in line.splitlines())  # splitlines: as split_documents
+            yield from ({_txt_column(text_columns): batch} for batch in _batches(lines, rows))
+        elif fmt == "jsonl":
+            numbered = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+            for batch in _batches(numbered, rows):
+                records = [_json_object(n, line) for n, line in batch]
+                yield {c: [r.get(c) for r in records] for c in dict.fromkeys(c for r in records for c in r)}
+        else:
+            options = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
+            reader = csv.reader(f, **options)
+            header = _unique(next(reader, []))
+            cells = (row for row in reader if row)
+            for batch in _batches(cells, rows):
+                columns: list[list] = [[] for _ in header]
+                for row in batch:
+                    if len(row) > len(header):
+                        raise ValueError(f"Error tokenizing data. Expected {len(header)} fields in line "
+                                         f"{reader.line_num}, saw {len(row)}")
+                    for i, column in enumerate(columns):
+                        column.append(row[i] if i < len(row) and row[i] != "" else None)
+                yield dict(zip(header, columns))
+
+
+def _json_object(n: int, line: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"line {n}: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"line {n}: {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Header names made unique as pandas makes them ('a', 'a.1', 'a.2')."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
 
 
 def _frame_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Iterator:
@@ -342,12 +438,15 @@ def _frame_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Itera
                     yield from reader
 
 
-def _stdin_chunks(text_columns: tuple[str, ...], rows: int | None) -> Iterator:
+def _stdin_chunks(text_columns: tuple[str, ...], rows: int | None, plain: bool = False) -> Iterator:
     """stdin: JSON lines if the first line is a JSON object, else one text per line (the first text
-    column); blank lines are skipped."""
+    column); blank lines are skipped. `plain`: `lmctl.table.Columns` chunks (read_chunks)."""
     import sys
 
-    from datasets import Dataset
+    if plain:
+        from lmctl.table import Columns as Dataset
+    else:
+        from datasets import Dataset
 
     lines = ((n, part) for n, line in enumerate(sys.stdin, 1) for part in line.splitlines() if part.strip())
     json_lines = None

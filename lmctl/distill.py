@@ -97,6 +97,7 @@ def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, trai
         data.check_columns(rows, task.columns(with_labels=False), f"distill.unlabelled_file ({path})")
         unlabelled = len(rows)
         extra = task.encode(rows, "predict", path)
+        extra = extra.remove_columns([c for c in extra.column_names if c not in train_enc.column_names])  # `truncated`
         # Unlabelled rows: -100 is ignored by cross-entropy, NaN marks a missing score.
         extra = extra.add_column("labels", [float("nan") if task.regression else -100] * len(extra))
         extra = extra.cast(train_enc.features)

@@ -108,7 +108,7 @@ def load_model(auto_class: str, name_or_path: str, tokenizer, trust_remote_code:
     from lmctl import onnx_model
 
     if onnx_model.is_onnx_dir(name_or_path):
-        return onnx_model.load(name_or_path, load_config(name_or_path, key=key), key)
+        return onnx_model.load(name_or_path, key)
     if adapters.is_adapter_dir(name_or_path):
         return _load_adapted(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle)
     model, _ = _from_pretrained(auto_class, name_or_path, tokenizer, trust_remote_code, key, allow_pickle,

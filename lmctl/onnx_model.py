@@ -13,13 +13,16 @@ engine's inference loop, with the same inputs and the same outputs. Callers tell
 with `is_onnx(model)`.
 
 No torch at module level: loading and checking an export (`is_onnx_dir`, `load`, `is_onnx`)
-imports no torch; only exporting and running the session's outputs as tensors do. Messages
+and running it on numpy arrays (`OnnxModel.run`, what lmctl.engine.light calls) import neither
+torch nor transformers; only exporting and running the session's outputs as tensors do. Messages
 name no command-line flag: the command layer (lmctl.run) adds the flag a value came from.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from lmctl import families
@@ -172,10 +175,33 @@ def _check(model, exported, batches: list[dict], outputs, quantize: str | None) 
     return result
 
 
-def load(path: str, config, key: str):
-    """The model of an export directory, after checking that its files are all there. `config`:
-    its transformers config (labels), read by the caller (lmctl.models.load_model), which is
-    also what dispatches an export directory here; `key` names where the path came from."""
+class PlainConfig:
+    """An export's config.json as attributes, as much of transformers' config as reading an export
+    needs (`model_type`, `problem_type`, `num_labels`, `id2label` with int keys, lmctl's own keys
+    such as `ranking_max_grade`), without importing transformers."""
+
+    problem_type = None
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+        if "id2label" in values:
+            self.id2label = {int(i): name for i, name in values["id2label"].items()}
+            self.label2id = {name: i for i, name in self.id2label.items()}
+            self.num_labels = len(self.id2label)
+
+
+def read_config(path, key: str) -> PlainConfig:
+    config = Path(path) / "config.json"
+    try:
+        return PlainConfig(json.loads(config.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{key}: {config} cannot be read ({first_line(exc)}); export the model again") from None
+
+
+def load(path: str, key: str):
+    """The model of an export directory, after checking that its files are all there. Called by
+    lmctl.models.load_model, which is what dispatches an export directory here; `key` names where
+    the path came from. Its config (labels) is the export's config.json, read without transformers."""
     check_installed()
     root = Path(path)
     try:
@@ -187,7 +213,20 @@ def load(path: str, config, key: str):
         if not (root / name).is_file():
             raise UserError(f"{key}: {root / name} is missing from the ONNX export; copy the whole directory or "
                             "export the model again")
-    return OnnxModel(root, config, manifest, key)
+    return OnnxModel(root, read_config(root, key), manifest, key)
+
+
+def threads() -> int:
+    """The threads PyTorch would use: its own setting once torch is loaded (torch.set_num_threads),
+    else OMP_NUM_THREADS, else the cores this process may run on. ONNX Runtime otherwise takes
+    every core whatever the user set, e.g. beside a training run."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Outputs(dict):
@@ -207,14 +246,12 @@ class OnnxModel:
 
     def __init__(self, root: Path, config, manifest: dict, key: str):
         import onnxruntime as ort
-        import torch
 
         self.config, self.manifest = config, manifest
+        self.outputs = list(manifest["outputs"])
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
-        # The threads PyTorch would use (OMP_NUM_THREADS, torch.set_num_threads): ONNX Runtime
-        # otherwise takes every core whatever the user set, e.g. beside a training run.
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = threads()
         try:
             self.session = ort.InferenceSession(str(root / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception classes for unreadable graphs
@@ -233,10 +270,13 @@ class OnnxModel:
     def to(self, *args, **kwargs) -> "OnnxModel":
         return self
 
+    def run(self, feed: dict) -> dict:
+        """Numpy arrays of the graph's inputs (int64) → numpy arrays of its outputs, by name."""
+        return dict(zip(self.outputs, self.session.run(self.outputs, {name: feed[name] for name in self.inputs})))
+
     def __call__(self, **batch):
         import torch
 
-        feed = {name: batch[name].cpu().numpy() for name in self.inputs}
-        values = self.session.run(list(self.manifest["outputs"]), feed)
+        values = self.run({name: batch[name].cpu().numpy() for name in self.inputs})
         device = batch["input_ids"].device
-        return _Outputs({name: torch.from_numpy(v).to(device) for name, v in zip(self.manifest["outputs"], values)})
+        return _Outputs({name: torch.from_numpy(v).to(device) for name, v in values.items()})

@@ -30,12 +30,14 @@ class Predictor:
     or a hub id. `mode`: one of the task's predict modes (e.g. `generate` or `score` for a causal
     LM; default: the task's first). `config`/`overrides`/`task`: as `lmctl predict`'s --config,
     --set and --task (default: the run's own config.yaml). `cfg`: an already loaded config
-    instead of those three. `key` names where `model` came from in error messages.
+    instead of those three. `key` names where `model` came from in error messages. `light`: False loads
+    an ONNX export for the PyTorch loop even where it could predict without torch (`is_light`).
     """
 
     def __init__(self, model: str, mode: str | None = None, *, config: str | None = None,
                  overrides: Iterable[str] = (), task: str | None = None, batch_size: int | None = None,
-                 max_tokens: int | None = None, console: Console | None = None, cfg=None, key: str = "model"):
+                 max_tokens: int | None = None, console: Console | None = None, cfg=None, key: str = "model",
+                 light: bool = True):
         from lmctl import config as config_lib
         from lmctl import models
         from lmctl.tasks import make_task
@@ -49,18 +51,30 @@ class Predictor:
         if mode is not None and mode not in unbound.predict_modes:
             raise UserError(f"mode {mode}: task '{self.cfg.task}' predicts with: {', '.join(unbound.predict_modes)}")
         path = models.resolve(str(model), key=key)
-        quiet_libraries()
-        self.tokenizer = models.load_tokenizer(path, self.cfg.model.trust_remote_code, key=key)
+        # An ONNX export of a task that allows it predicts with no torch, transformers or datasets.
+        self.light = light and is_light(unbound, path)
+        if self.light:
+            from lmctl.plain_tokenizer import PlainTokenizer
+
+            self.tokenizer = PlainTokenizer(path, key)
+        else:
+            quiet_libraries()
+            self.tokenizer = models.load_tokenizer(path, self.cfg.model.trust_remote_code, key=key)
         loaded = unbound.load_model(path, self.tokenizer, key)  # restores the task's labels from the model
         self.mode = mode or unbound.predict_modes[0]
         self.task = unbound.bind(self.tokenizer, self.mode)
         # Evaluation scores the model as training does (a language model's loss, not its generations).
         self.eval_task = unbound.bind(self.tokenizer)
         from lmctl import onnx_model
+
+        self.backend = "onnx" if onnx_model.is_onnx(loaded) else "pytorch"
+        self._torch_twin = None  # a light Predictor's evaluate runs on the PyTorch path (evaluate_table)
+        if self.light:
+            self.accelerator, self.model = None, loaded
+            return
         from lmctl.engine.train import make_accelerator
 
         self.accelerator = make_accelerator(self.cfg.training)
-        self.backend = "onnx" if onnx_model.is_onnx(loaded) else "pytorch"
         # An ONNX Runtime session has no parameters to place or wrap; its inputs go to the CPU.
         self.model = loaded if self.backend == "onnx" else self.accelerator.prepare(loaded)
 
@@ -120,9 +134,14 @@ class Predictor:
         return records
 
     def _table(self, rows: Iterable[dict | str], with_labels: bool):
+        records = self.check_rows(rows, with_labels)
+        if self.light and not with_labels:  # evaluation runs on the PyTorch path (evaluate_table)
+            from lmctl.table import Columns
+
+            return Columns.from_list(records)
         from datasets import Dataset
 
-        return Dataset.from_list(self.check_rows(rows, with_labels))
+        return Dataset.from_list(records)
 
     # ---- tables (what the commands' file loops call) --------------------------------------
     def predict_table(self, ds, source: str, progress=None, done: int = 0, explain_steps: int | None = None
@@ -133,6 +152,8 @@ class Predictor:
         task = self.task
         encoded, outputs = self._infer(task, ds, "predict", source, None if explain_steps else progress, done)
         records = task.predict_records(outputs, encoded)
+        if "truncated" in encoded.column_names:  # rows cut at max_length say so (Task.encode)
+            records = [{**r, "truncated": True} if cut else r for r, cut in zip(records, encoded["truncated"])]
         if explain_steps:
             explained = self._explain(ds, outputs, explain_steps, progress, done)
             records = [{**r, **e} for r, e in zip(records, explained)]
@@ -143,6 +164,8 @@ class Predictor:
 
     def evaluate_table(self, ds, source: str, progress=None) -> dict[str, Any]:
         """{examples, metrics[, confusion_matrix]} for a labelled `datasets.Dataset`."""
+        if self.light:
+            return self._pytorch_path().evaluate_table(ds, source, progress)
         task = self.eval_task
         encoded, outputs = self._infer(task, ds, "eval", source, progress)
         result = {"examples": task.count_examples(encoded),
@@ -159,12 +182,25 @@ class Predictor:
 
     # ---- the work ------------------------------------------------------------------------
     def _infer(self, task, ds, split: str, source: str, progress, done: int = 0):
-        from lmctl.engine.infer import run_inference
-
         encoded = task.encode(ds, split, source)
         counter = None if progress is None else ChunkProgress(progress, done, len(ds), len(encoded))
+        if self.light:
+            from lmctl.engine import light
+
+            return encoded, light.run_inference(self.model, self.tokenizer, encoded, self.batch_size, counter,
+                                                self.max_tokens)
+        from lmctl.engine.infer import run_inference
+
         outputs = run_inference(self.accelerator, self.model, task, encoded, self.batch_size, counter, self.max_tokens)
         return encoded, outputs
+
+    def _pytorch_path(self) -> "Predictor":
+        """This export loaded for the PyTorch loop (evaluation: labels and metrics ride along with the
+        batches there), once, on first use."""
+        if self._torch_twin is None:
+            self._torch_twin = Predictor(self.source, self.mode, cfg=self.cfg, batch_size=self.batch_size,
+                                         max_tokens=self.max_tokens, console=self.console, light=False)
+        return self._torch_twin
 
     def _explain(self, ds, outputs, steps: int, progress, done: int) -> list[dict]:
         from lmctl.explain import explain
@@ -179,6 +215,15 @@ class Predictor:
         counter = None if progress is None else ChunkProgress(progress, done, len(ds), len(texts))
         return explain(self.accelerator.unwrap_model(self.model), self.tokenizer, texts, pairs, targets,
                        self.cfg.training.max_length, steps, progress=counter)
+
+
+def is_light(task, path: str) -> bool:
+    """Whether the model at `path` for `task` (a task or its class) predicts without torch: an ONNX export
+    with its tokenizer.json, of a task whose predict encoding needs nothing more (`Task.light_inputs`)."""
+    from lmctl import onnx_model
+    from lmctl.plain_tokenizer import has_tokenizer_file
+
+    return bool(task.light_inputs) and onnx_model.is_onnx_dir(path) and has_tokenizer_file(path)
 
 
 class ChunkProgress:

@@ -275,9 +275,9 @@ def check_gates(gates, names) -> None:
 def _predictor(cfg, model_dir: str, console: Console, batch_size: int | None, max_tokens: int | None,
                mode: str | None = None):
     """The Predictor of `model_dir`, after the checks that need no model."""
-    from lmctl.predictor import Predictor
+    from lmctl.predictor import Predictor, is_light
 
-    if max_tokens:
+    if max_tokens and not is_light(get_task_class(cfg.task), model_dir):  # the torch-free loop is one process
         from accelerate import PartialState
 
         if PartialState().num_processes > 1:
@@ -340,9 +340,12 @@ def predict(cfg, model_dir: str, input_file: str, batch_size: int | None, consol
     if explain_steps and not task.explains:
         raise UserError(f"--explain: task '{cfg.task}' has no explanation; explanations are for "
                         "text-classification models (single texts or pairs)")
+    from lmctl.predictor import is_light
+
     columns = task.text_columns()
     source = "stdin" if input_file == "-" else input_file
-    chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None)
+    plain = is_light(task, model_dir)  # an ONNX export that predicts without torch reads without pandas too
+    chunks = data.read_chunks(input_file, "--input", columns, chunk_rows if task.streams else None, plain)
     try:
         first = next(chunks)  # read and checked before the model loads: a bad file costs a second
     except data.NoRows as exc:

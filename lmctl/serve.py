@@ -255,6 +255,7 @@ class Server:
         self.batcher: Batcher | None = None
         self.failure: str | None = None
         self.on_failure = lambda: None  # set by whoever runs the server: stop it
+        self.url = ""  # where it listens, for the line that says it is ready
 
     # -- loading ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -272,7 +273,9 @@ class Server:
             self.batcher.batchable = predictor.task.streams
             self.predictor = predictor
             info = predictor.info()
-            self.log("ready", f"{info['task']} ({info['backend']}) from {self.opts.model}")
+            # The first line a server prints, once it answers: a start that fails prints only its error.
+            self.log("serving", self.url, task=info["task"], backend=info["backend"], model=self.opts.model,
+                     pid=os.getpid())
             return
         self.on_failure()
 
@@ -481,7 +484,6 @@ def serve(opts: ServeOptions) -> None:
     if opts.workers > 1:
         return _serve_workers(opts)
     http, sock, server = make_server(opts)
-    server.log("serving", f"http://{opts.host}:{sock.getsockname()[1]}", model=opts.model, pid=os.getpid())
     with _signals_end_cleanly():
         http.run(sockets=[sock])
     if server.failure:
@@ -496,6 +498,7 @@ def make_server(opts: ServeOptions):
 
     cfg, sock = _prepare(opts)
     server = Server(opts, cfg, Log(opts.log_format))
+    server.url = _url(opts.host, sock)
     config = uvicorn.Config(build_app(server), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=60)
     http = uvicorn.Server(config)
@@ -505,15 +508,23 @@ def make_server(opts: ServeOptions):
 
 def _prepare(opts: ServeOptions):
     """The config and the listening socket, or a one-line UserError for what can be checked up front."""
-    from lmctl import config as config_lib
     from lmctl import models
 
     _check(opts)
     if opts.threads:
         _set_threads(opts.threads)
-    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    cfg = _config(opts)
     models.resolve(opts.model, key="--model")  # a wrong path fails here, before the port is taken
     return cfg, bind(opts.host, opts.port)
+
+
+def _config(opts: ServeOptions):
+    from lmctl import config as config_lib
+
+    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    # A server runs no code that came with a model, whatever the run was trained with.
+    cfg.model.trust_remote_code = False
+    return cfg
 
 
 def _check(opts: ServeOptions) -> None:
@@ -533,6 +544,11 @@ def _set_threads(n: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+
+
+def _url(host: str, sock: socket.socket | None = None, port: int | None = None) -> str:
+    port = sock.getsockname()[1] if sock is not None else port
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -580,12 +596,12 @@ def _serve_workers(opts: ServeOptions) -> None:
 
     _, sock = _prepare(opts)
     threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.workers)
-    os.environ[WORKER_ENV] = json.dumps({**asdict(opts), "threads": threads, "workers": 1})
+    os.environ[WORKER_ENV] = json.dumps({**asdict(opts), "port": sock.getsockname()[1], "threads": threads,
+                                         "workers": 1})
     config = uvicorn.Config("lmctl.serve:worker_app", factory=True, workers=opts.workers, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=60)
     log = Log(opts.log_format)
-    log("serving", f"http://{opts.host}:{sock.getsockname()[1]}", model=opts.model, workers=opts.workers,
-        threads=threads, pid=os.getpid())
+    log("starting", _url(opts.host, sock), workers=opts.workers, threads=threads, pid=os.getpid())
     supervisor = Multiprocess(config, sockets=[sock])  # it takes SIGTERM/SIGINT itself and stops the workers
     supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
@@ -595,13 +611,12 @@ def _serve_workers(opts: ServeOptions) -> None:
 
 def worker_app():
     """The application of one --workers process (uvicorn imports this by name in each)."""
-    from lmctl import config as config_lib
-
     opts = ServeOptions(**json.loads(os.environ[WORKER_ENV]))
     _set_threads(opts.threads)
-    cfg = config_lib.config_for_model(opts.model, opts.config, list(opts.overrides), opts.task, overrides_key="--set")
+    cfg = _config(opts)
     log = Log(opts.log_format)
     server = Server(opts, cfg, log)
+    server.url = _url(opts.host, port=opts.port)  # the port the parent bound (0 resolved)
 
     def fail() -> None:  # the supervisor stops every worker when one exits with this status
         from uvicorn.config import STARTUP_FAILURE

@@ -48,6 +48,22 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def keyword_bert_run(tiny_models, tmp_path_factory):
+    """The run directory of helpers.train_keyword_model's BERT (a label decided by one keyword),
+    trained once per session on one torch thread: test_explain.py and test_serve_page.py share it."""
+    import torch
+
+    from helpers import train_keyword_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_keyword_model(tmp_path_factory.mktemp("keyword-bert"), "bert", tiny_models)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def pretrain_run(tmp_path_factory):
     """`pretrain_run(name)`: the run directory of shipped config configs/pretrain/<name>.yaml,
     shortened by helpers.PRETRAIN_SHORT and trained once per session (test_pretrain.py and
@@ -66,3 +82,17 @@ def pretrain_run(tmp_path_factory):
         return runs[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def task_runs(tiny_models, pretrain_run, tmp_path_factory) -> dict:
+    """name → (run directory, labelled dev file, predict modes): one tiny run per task (task_runs.py)."""
+    import torch
+    from task_runs import build_runs
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_thread: tiny models on a busy machine
+    try:
+        return build_runs(tiny_models, pretrain_run, tmp_path_factory.mktemp("task-runs"))
+    finally:
+        torch.set_num_threads(before)

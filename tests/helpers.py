@@ -6,14 +6,18 @@ import csv
 import json
 import os
 import random
+import shutil
 import traceback
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from lmctl.cli import app
 from lmctl.console import Console
+
+import tiny_models as tiny  # the words the tiny tokenizers know
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LMCTL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -152,3 +156,55 @@ def plain_scores(model_dir: Path, texts: list[str]) -> list[dict]:
             probs = model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0]
             scores.append(dict(zip(labels, probs.tolist())))
     return scores
+
+
+# ---- a text-classification run whose label is decided by one keyword ---------------------------
+KEYWORDS = {"great": "positive", "brilliant": "positive", "terrible": "negative", "boring": "negative"}
+
+
+def keyword_rows(n: int, seed: int) -> list[dict]:
+    """Sentences whose label is decided by the one keyword inserted at a random word position, or
+    'neutral' without one: with a third label, neither keyword class can be learnt as "not the
+    other" (a model that did so would rightly attribute nothing to the keyword)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = " ".join([rng.choice(tiny.SUBJECTS), rng.choice(tiny.VERBS), rng.choice(tiny.OBJECTS),
+                          rng.choice(tiny.PLACES)]).split()
+        keyword = rng.choice(sorted(KEYWORDS) + [None, None])
+        if keyword is not None:
+            words.insert(rng.randrange(len(words) + 1), keyword)
+        rows.append({"text": " ".join(words), "label": KEYWORDS.get(keyword, "neutral"), "keyword": keyword})
+    return rows
+
+
+def train_keyword_model(tmp: Path, family: str, tiny_models: dict) -> Path:
+    """The run directory of a `family` text classifier finetuned on keyword_rows (text column `text`)."""
+    # BERT from the tiny preset (hidden 128): the 32-wide fixture BERT stalled on a plateau (negative
+    # and neutral merged) in 4 of 12 seeds, the preset learnt the rule in 6 of 6 within 2 epochs. The
+    # GPT-2 and T5 fixtures learnt it in 12 epochs at every seed tried (4).
+    model = ({"from_scratch": {"family": "bert", "size": "tiny"}, "train_tokenizer": {"vocab_size": 300, "min_frequency": 1}}
+             if family == "bert" else {"name_or_path": str(tiny_models[family])})
+    cfg = {"task": "text-classification", "model": model,
+           "data": {"train_file": str(write_rows(tmp / "train.jsonl", keyword_rows(900, 0))),
+                    "validation_file": str(write_rows(tmp / "dev.jsonl", keyword_rows(150, 1))),
+                    "text_column": "text"},
+           "training": {"num_epochs": 4 if family == "bert" else 12, "batch_size": 16, "learning_rate": 1e-3,
+                        "max_length": 64, "warmup_ratio": 0.1, "logging_steps": 50},
+           "output_dir": str(tmp / "run")}
+    path = tmp / "keyword.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cli("finetune", path)
+    return tmp / "run"
+
+
+# ---- headless Chromium ---------------------------------------------------------------------------
+def chromium() -> str:
+    """The path of Chromium for the tests that look at a page in it. Without one: a failure under CI
+    (env CI set; .ci/run installs it), a skip elsewhere."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("headless Chromium is not installed; .ci/run installs it (Debian: apt install chromium)")
+        pytest.skip("headless Chromium is not installed (Debian: apt install chromium)")
+    return browser

@@ -6,58 +6,18 @@ and one-line refusals for tasks without explanations."""
 from __future__ import annotations
 
 import json
-import os
-import random
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import cli
-from tiny_models import OBJECTS, PLACES, SUBJECTS, VERBS
-
-KEYWORDS = {"great": "positive", "brilliant": "positive", "terrible": "negative", "boring": "negative"}
-
-
-def keyword_rows(n: int, seed: int) -> list[dict]:
-    """Sentences whose label is decided by the one keyword inserted at a random word position, or
-    'neutral' without one: with a third label, neither keyword class can be learnt as "not the
-    other" (a model that did so would rightly attribute nothing to the keyword)."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        words = " ".join([rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(PLACES)]).split()
-        keyword = rng.choice(sorted(KEYWORDS) + [None, None])
-        if keyword is not None:
-            words.insert(rng.randrange(len(words) + 1), keyword)
-        rows.append({"text": " ".join(words), "label": KEYWORDS.get(keyword, "neutral"), "keyword": keyword})
-    return rows
+from helpers import chromium, cli, keyword_rows, train_keyword_model
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def train_keyword_model(tmp: Path, family: str, tiny_models: dict) -> Path:
-    # BERT from the tiny preset (hidden 128): the 32-wide fixture BERT stalled on a plateau (negative
-    # and neutral merged) in 4 of 12 seeds, the preset learnt the rule in 6 of 6 within 2 epochs. The
-    # GPT-2 and T5 fixtures learnt it in 12 epochs at every seed tried (4).
-    model = ({"from_scratch": {"family": "bert", "size": "tiny"}, "train_tokenizer": {"vocab_size": 300, "min_frequency": 1}}
-             if family == "bert" else {"name_or_path": str(tiny_models[family])})
-    cfg = {"task": "text-classification", "model": model,
-           "data": {"train_file": str(write_jsonl(tmp / "train.jsonl", keyword_rows(900, 0))),
-                    "validation_file": str(write_jsonl(tmp / "dev.jsonl", keyword_rows(150, 1))),
-                    "text_column": "text"},
-           "training": {"num_epochs": 4 if family == "bert" else 12, "batch_size": 16, "learning_rate": 1e-3,
-                        "max_length": 64, "warmup_ratio": 0.1, "logging_steps": 50},
-           "output_dir": str(tmp / "run")}
-    path = tmp / "keyword.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cli("finetune", path)
-    return tmp / "run"
 
 
 def predictions(result) -> list[dict]:
@@ -116,9 +76,9 @@ def test_pair_attributions_add_up_to_the_output_change(tiny_models, tmp_path, on
 
 
 @pytest.fixture(scope="module")
-def keyword_page(tiny_models, tmp_path_factory):
+def keyword_page(keyword_bert_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("explain-page")
-    run = train_keyword_model(tmp, "bert", tiny_models)
+    run = keyword_bert_run
     rows = keyword_rows(6, 5) + [{"text": "the chef <found> a <b>bold</b> & \"odd\" map"}]
     page = tmp / "page.html"
     result = cli("predict", "--model", run, "--input", write_jsonl(tmp / "in.jsonl", rows), "--explain-html", page,
@@ -140,12 +100,7 @@ def test_explanation_page_is_self_contained(keyword_page):
 
 
 def test_explanation_page_in_headless_chromium(keyword_page, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        # CI installs it (.ci/run): there a missing browser is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail("headless Chromium is not installed; .ci/run installs it (Debian: apt install chromium)")
-        pytest.skip("headless Chromium is not installed (Debian: apt install chromium)")
+    browser = chromium()
     from matplotlib import image
 
     page, rows, records = keyword_page

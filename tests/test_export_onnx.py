@@ -77,12 +77,11 @@ def test_an_int8_export_is_smaller_and_keeps_the_labels(runs, tmp_path):
     import torch
 
     from lmctl import onnx_model
-    from lmctl.models import load_config
 
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        loaded = onnx_model.load(str(int8), load_config(str(int8)), "--model")
+        loaded = onnx_model.load(str(int8), "--model")
         assert loaded.session.get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(threads)

@@ -7,104 +7,18 @@ and the records (and the metrics) must be the same; a bad row raises RowError wi
 from __future__ import annotations
 
 import json
-import random
 import threading
-from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import cli, sentiment_rows, set_args, write_rows
+from helpers import cli
 from lmctl.errors import RowError, UserError
-
-SHORT = ["training.max_steps=3", "training.batch_size=4", "training.max_length=48", "training.eval_strategy=no",
-         "training.logging_steps=1"]
-FRUIT = ["apple", "pear", "plum", "fig", "lime"]
-
-
-def _pairs(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.choice(FRUIT), rng.choice(FRUIT)
-        rows.append({"a": f"the {a} was ripe", "b": f"a {b} was ripe", "score": float(a == b) + rng.random() / 10})
-    return rows
-
-
-def _qa(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        fruit = rng.choice(FRUIT)
-        context = f"The cat sat in the park. The fruit is {fruit}. The dog was happy."
-        rows.append({"question": "what is the fruit?", "context": context,
-                     "answers": {"text": [fruit], "answer_start": [context.index(fruit)]}})
-    return rows
-
-
-def _rerank(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for q in range(n):
-        fruit = rng.choice(FRUIT)
-        rows += [{"qid": f"q{q}", "query": fruit, "passage": f"the {p} was ripe", "label": int(p == fruit)}
-                 for p in rng.sample(FRUIT, 3)]
-    return rows
-
-
-def _sort(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        words = rng.sample(FRUIT, 3)
-        rows.append({"source": ", ".join(words), "target": ", ".join(sorted(words))})
-    return rows
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-# task → (family, data section, rows(n, seed), modes)
-FINETUNED = {
-    "classification": ("bert", {"text_column": "sentence", "label_column": "label"},
-                       lambda n, s: sentiment_rows(n, s), ["classify"]),
-    "pairs-regression": ("gpt2", {"text_column": "a", "text_pair_column": "b", "label_column": "score"},
-                         _pairs, ["classify"]),
-    "question-answering": ("bert", {}, _qa, ["extract"]),
-    "reranking": ("bert", {"text_column": "query", "text_pair_column": "passage", "label_column": "label",
-                           "query_id_column": "qid"}, _rerank, ["rank"]),
-    "seq2seq": ("t5", {"text_column": "source", "target_column": "target"}, _sort, ["generate"]),
-}
-TASK_OF = {"classification": "text-classification", "pairs-regression": "text-classification"}
-PRETRAINED = {"tiny-bert": ["fill-mask"], "tiny-gpt2": ["generate", "score"], "tiny-t5": ["generate"]}
+from task_runs import FINETUNED, PRETRAINED, read_jsonl
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_models, pretrain_run, tmp_path_factory, one_thread) -> dict[str, tuple[Path, Path, list[str]]]:
-    """name → (run directory, labelled dev file, predict modes): one tiny run per task."""
-    root = tmp_path_factory.mktemp("predictor")
-    out = {}
-    for name, (family, data, rows, modes) in FINETUNED.items():
-        train, dev = _jsonl(root / f"{name}-train.jsonl", rows(24, 1)), _jsonl(root / f"{name}-dev.jsonl", rows(6, 2))
-        config = root / f"{name}.yaml"
-        config.write_text(yaml.safe_dump({
-            "task": TASK_OF.get(name, name), "model": {"name_or_path": str(tiny_models[family])},
-            "data": {"train_file": str(train), "validation_file": str(dev), **data},
-            "generation": {"max_new_tokens": 6}, "qa": {"doc_stride": 16}, "output_dir": str(root / name)}),
-            encoding="utf-8")
-        cli("finetune", config, *set_args(SHORT))
-        out[name] = (root / name, dev, modes)
-    for name, modes in PRETRAINED.items():
-        run = pretrain_run(name)
-        dev = write_rows(root / f"{name}-dev.jsonl", [{"sentence": r["sentence"]} for r in sentiment_rows(5, 3)])
-        out[name] = (run, dev, modes)
-    return out
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+def runs(task_runs, one_thread):
+    return task_runs
 
 
 @pytest.mark.parametrize("name", list(FINETUNED) + list(PRETRAINED))
@@ -112,11 +26,11 @@ def test_predictor_gives_the_records_and_metrics_of_the_commands(runs, name, tmp
     from lmctl import Predictor
 
     run, dev, modes = runs[name]
-    rows = _read_jsonl(dev)
+    rows = read_jsonl(dev)
     for mode in modes:
         output = tmp_path / f"{mode}.jsonl"
         cli("predict", "--model", run, "--input", dev, "--output", output, "--mode", mode)
-        expected = _read_jsonl(output)
+        expected = read_jsonl(output)
         predictor = Predictor(str(run), mode)
         got = predictor.predict(rows)
         assert got == expected and len(got) == len(rows), mode
@@ -134,7 +48,7 @@ def test_plain_strings_and_one_load_serve_many_calls_from_a_worker_thread(runs):
 
     run, dev, _ = runs["classification"]
     predictor = Predictor(str(run))
-    texts = [r["sentence"] for r in _read_jsonl(dev)]
+    texts = [r["sentence"] for r in read_jsonl(dev)]
     first = predictor.predict(texts)
     assert [r["sentence"] for r in first] == texts and all(r["label"] in ("positive", "negative") for r in first)
     # The same object, called again from another thread and with the rows in another order: the
@@ -180,8 +94,8 @@ def test_an_onnx_export_predicts_through_the_same_api(runs, tmp_path):
     cli("predict", "--model", export, "--input", dev, "--output", output)
     predictor = Predictor(str(export))
     assert predictor.info()["backend"] == "onnx"
-    rows = _read_jsonl(dev)
-    assert predictor.predict(rows) == _read_jsonl(output)
+    rows = read_jsonl(dev)
+    assert predictor.predict(rows) == read_jsonl(output)
     # The export scores what the PyTorch run scores (fp32: to rounding).
     torch_records = Predictor(str(run)).predict(rows)
     assert [r["label"] for r in predictor.predict(rows)] == [r["label"] for r in torch_records]

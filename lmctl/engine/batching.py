@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
+from lmctl.engine.light import longest_first
+
 
 class Indexed(Dataset):
     """An encoded `datasets.Dataset` whose rows carry their position, to put results back in order."""
@@ -34,11 +36,13 @@ class Indexed(Dataset):
 
 
 def _model_features(collate, with_index: bool = False):
-    """Drop bookkeeping fields (`length`; `index`, returned beside the batch) before the task collates."""
+    """Drop bookkeeping fields (`length`, predict's `truncated`; `index`, returned beside the batch)
+    before the task collates."""
 
     def fn(features: list[dict]) -> dict:
         for f in features:
             f.pop("length", None)
+            f.pop("truncated", None)
         index = torch.tensor([f.pop("index") for f in features]) if with_index else None
         batch = collate(features)
         if with_index:
@@ -92,14 +96,7 @@ class LongestFirst(Sampler):
 
     def __init__(self, lengths: list[int], batch_size: int, max_tokens: int | None = None):
         self.batch_size = batch_size  # Accelerate reads this to shard batches
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        self.batches = []
-        start = 0
-        while start < len(order):
-            longest = max(lengths[order[start]], 1)  # rows are sorted: the first is the longest
-            size = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // longest))
-            self.batches.append(order[start:start + size])
-            start += size
+        self.batches = longest_first(lengths, batch_size, max_tokens)  # the plan the torch-free loop runs too
 
     def __iter__(self):
         return iter(self.batches)

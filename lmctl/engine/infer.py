@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from lmctl.engine.batching import inference_dataloader
+from lmctl.engine.light import stack
 
 
 def run_inference(accelerator, model, task, encoded, batch_size: int, progress=None,
@@ -49,7 +50,7 @@ def run_inference(accelerator, model, task, encoded, batch_size: int, progress=N
     # encoded rows, and predict's chunks would add up (measured: 145 MB more for 1M rows than for 100k).
     accelerator._dataloaders.remove(loader)
     model.train(was_training)
-    return {k: _stack(v) for k, v in columns.items()}
+    return {k: stack(v) for k, v in columns.items()}
 
 
 def _pad(accelerator, value):
@@ -57,13 +58,3 @@ def _pad(accelerator, value):
     if isinstance(value, torch.Tensor) and value.ndim >= 2 and accelerator.num_processes > 1:
         return accelerator.pad_across_processes(value, dim=1, pad_index=-100)
     return value
-
-
-def _stack(rows: list):
-    shapes = {np.shape(r) for r in rows}
-    if len(shapes) == 1:
-        return np.stack(rows)
-    out = np.empty(len(rows), dtype=object)
-    for i, r in enumerate(rows):
-        out[i] = r
-    return out

@@ -68,6 +68,11 @@ class Task(Protocol):
     """Dotted config key → this task's default where the user left the key out (QA's 384-token windows)."""
     onnx_outputs: tuple[str, ...] = ()
     """The model outputs an ONNX export carries, the only ones `eval_step` reads (empty: not exportable)."""
+    light_inputs: bool = False
+    """Whether `encode(ds, "predict", ...)` and `predict_records` need no more than an ONNX export carries
+    without torch: `tokenizer(texts, pairs, truncation=..., max_length=...)` (lmctl.plain_tokenizer),
+    rows through `lmctl.table.Columns`' API, numpy outputs. Such a task predicts from an ONNX export with
+    no torch, transformers or datasets imported (lmctl.engine.light); `bind` must not import them either."""
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -131,7 +136,9 @@ class Task(Protocol):
         the tokenizer suits the task (a mask token for masked-lm) raise here, before any data is encoded."""
 
     def encode(self, ds, split: str, source: str):
-        """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'. Bound tasks only."""
+        """Raw rows → model features plus a `length` column; split is 'train', 'eval' or 'predict'. Bound tasks only.
+        A task that cuts inputs at a length adds, for 'predict', a `truncated` column (one bool per row,
+        rows and features one to one): the rows whose record says `"truncated": true`."""
         ...
 
     def collate(self, features: list[dict]) -> dict:

@@ -33,7 +33,6 @@ class ClassificationTask(Task):
         self.regression = False
         self.label_names: list[str] = []
         self._label_to_id: dict[Any, int] = {}
-        self._collator = None  # set by bind
 
     # ---- metadata ---------------------------------------------------------------
     @property
@@ -49,6 +48,7 @@ class ClassificationTask(Task):
     # A decoder classifier pools its states; `model.pooling` picks how (lmctl.models.POOLING_KEY).
     chooses_pooling = True
     onnx_outputs = ("logits",)
+    light_inputs = True
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -169,6 +169,8 @@ class ClassificationTask(Task):
             enc = tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
             enc["num_tokens"] = [len(ids) for ids in full]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            if not with_labels:  # predict's records say which rows were cut
+                enc["truncated"] = [n > self.max_length for n in enc["num_tokens"]]
             if with_labels:
                 raw = batch[self.label_column]
                 enc["labels"] = [float(v) for v in raw] if self.regression else [self._label_to_id[v] for v in raw]
@@ -190,15 +192,14 @@ class ClassificationTask(Task):
                                         f"{', '.join(self.label_names)}")
 
     def collate(self, features: list[dict]) -> dict:
-        return self._collator(features)
+        # Made per batch (a dataclass that holds the tokenizer: nothing to build once), so binding
+        # imports no transformers: an ONNX export predicts without it (Task.light_inputs).
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer)(features)
 
     predict_modes = ("classify",)
     mode = "classify"
-
-    def on_bind(self) -> None:
-        from transformers import DataCollatorWithPadding
-
-        self._collator = DataCollatorWithPadding(self.tokenizer)
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:

@@ -268,6 +268,7 @@ def encode_prompts(ds, column: str, tokenizer, max_length: int, source: str, con
         enc["num_tokens"] = [len(x) for x in enc["input_ids"]]
         enc = {k: [v[:max_length] for v in vals] if k != "num_tokens" else vals for k, vals in enc.items()}
         enc["length"] = [len(x) for x in enc["input_ids"]]
+        enc["truncated"] = [n > max_length for n in enc["num_tokens"]]  # predict's records say which
         return enc
 
     encoded = map_batches(ds, run, remove_columns=ds.column_names)

@@ -33,6 +33,7 @@ class RerankingTask(Task):
     lower_is_better = ("loss",)
     label_keys = ("data.label_column",)
     onnx_outputs = ("logits",)
+    light_inputs = True
     predict_modes = ("rank",)
     mode = "rank"
     streams = False  # predictions are grouped by query over the whole input
@@ -50,7 +51,6 @@ class RerankingTask(Task):
             raise UserError("data.text_pair_column: task 'reranking' scores (query, candidate) pairs; set it to "
                             "the candidate column (data.text_column is the query)")
         self.max_grade: float | None = None
-        self._collator = None  # set by bind
 
     # ---- metadata ---------------------------------------------------------------
     @property
@@ -138,11 +138,6 @@ class RerankingTask(Task):
                 raise reject(source, i, f"empty query id in column '{column}'; fill or remove that row")
         return keys
 
-    def on_bind(self) -> None:
-        from transformers import DataCollatorWithPadding
-
-        self._collator = DataCollatorWithPadding(self.tokenizer)
-
     def encode(self, ds, split: str, source: str):
         with_labels = split != "predict"
         tokenizer = self.tokenizer
@@ -169,6 +164,8 @@ class RerankingTask(Task):
             enc["num_tokens"] = [len(ids) for ids in full]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             enc["query_group"] = [groups[i] for i in indices]
+            if not with_labels:  # predict's records say which rows were cut
+                enc["truncated"] = [n > self.max_length for n in enc["num_tokens"]]
             if with_labels:
                 enc["grade"] = [grades[i] for i in indices]
                 enc["labels"] = [grades[i] / max_grade for i in indices]
@@ -188,10 +185,13 @@ class RerankingTask(Task):
                               "they score 0 on every ranking metric")
 
     def collate(self, features: list[dict]) -> dict:
+        # The collator is made per batch, as classification's is, so binding imports no transformers.
+        from transformers import DataCollatorWithPadding
+
         for f in features:
             f.pop("query_group", None)
             f.pop("grade", None)
-        batch = self._collator(features)
+        batch = DataCollatorWithPadding(self.tokenizer)(features)
         if "labels" in batch:
             # One logit per pair: BCEWithLogitsLoss wants targets of the logits' shape (batch, 1).
             batch["labels"] = batch["labels"].float().view(-1, 1)

@@ -74,6 +74,8 @@ class Seq2SeqTask(LanguageModelTask):
             enc, n_source = cut([self.prefix + s for s in batch[self.source_column]], self.max_length, False)
             out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                    "length": [len(x) for x in enc["input_ids"]], "source_tokens": n_source}
+            if not with_targets:  # predict's records say which sources were cut
+                out["truncated"] = [n > self.max_length for n in n_source]
             if with_targets:
                 targets = batch[self.target_column]
                 labels, n_target = cut(targets, self.max_target_length, True)
