@@ -135,7 +135,9 @@ class Predictor:
 
     def _table(self, rows: Iterable[dict | str], with_labels: bool):
         records = self.check_rows(rows, with_labels)
-        if self.light and not with_labels:  # evaluation runs on the PyTorch path (evaluate_table)
+        # Plain columns where the task reads rows only through them (table.py); evaluation keeps a
+        # datasets table (labels ride along with the PyTorch loop's batches).
+        if self.task.light_inputs and not with_labels:
             from lmctl.table import Columns
 
             return Columns.from_list(records)

@@ -51,7 +51,7 @@ class ServeOptions:
     task: str | None = None
     mode: str | None = None
     max_batch_size: int = 32
-    max_tokens: int | None = None
+    max_tokens: int | None = 256
     max_wait_ms: float = 2.0
     max_queue: int = 256
     max_rows_per_request: int = 64

@@ -4,7 +4,10 @@ An ONNX export predicts without torch, transformers or datasets (`lmctl.engine.l
 input is read into a `Columns` instead of a `datasets.Dataset`, and the same task code encodes
 it. A task that declares `light_inputs` reads its rows only through what this class has
 (`ds[column]`, `len(ds)`, `ds.column_names`, `ds.map(fn, batched=True[, with_indices=True])`,
-`ds.remove_columns`, `ds.select_columns`, `ds[:]`), so both kinds of table serve it alike.
+`ds.remove_columns`, `ds.select_columns`, `ds[:]`, `ds[[i, j]]`), so both kinds of table serve it
+alike. A `Predictor` hands such a task its rows from Python as `Columns` on the PyTorch path too:
+building and mapping a `datasets.Dataset` cost about half of a one-row call, which a server
+pays on every batch.
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ class Columns:
             return self._columns[key]
         if key == slice(None):  # ds[:]: every column, as a dict
             return dict(self._columns)
-        raise TypeError(f"Columns reads a column by name or all of them with [:], not {key!r}")
+        if isinstance(key, list):  # ds[[i, j]]: those rows, as a dict of columns (the PyTorch loop's batches)
+            return {name: [values[i] for i in key] for name, values in self._columns.items()}
+        raise TypeError(f"Columns reads a column by name, rows by a list of indices or all with [:], not {key!r}")
 
     def map(self, function: Callable, batched: bool = True, with_indices: bool = False,
             remove_columns: Iterable[str] = (), desc=None) -> "Columns":
