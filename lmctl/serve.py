@@ -540,8 +540,11 @@ def _check(opts: ServeOptions) -> None:
 
 
 def _set_threads(n: int) -> None:
-    """Threads per worker for PyTorch and ONNX Runtime (both read OMP_NUM_THREADS)."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
+    """Threads per worker for PyTorch (OpenMP and MKL, which it reads when it loads, or now if it
+    has) and ONNX Runtime (which follows them). An MKL_NUM_THREADS inherited from the caller would
+    otherwise keep each worker's matrix products on every core: two workers on 2 cores then ran
+    at a third of one worker's rate (docs/benchmarks.md#sizing)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
 
