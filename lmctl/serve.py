@@ -184,7 +184,10 @@ class Batcher:
                             await asyncio.wait_for(self._arrived.wait(), left)
                         except TimeoutError:
                             break
-                    jobs += self._take(self.max_rows - self._rows(jobs))
+                    more = self._take(self.max_rows - self._rows(jobs))
+                    if not more and self.pending:  # the next request does not fit: it starts the next batch
+                        break
+                    jobs += more
             self.metrics.queue.set(len(self.pending))
             self._last_requests = len(jobs)
             await self._answer(jobs)
