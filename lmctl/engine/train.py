@@ -171,14 +171,16 @@ class _StopSignals:
 
 
 def train(cfg, task, model, tokenizer, train_enc, eval_sets: dict, output_dir: Path, console, accelerator,
-          resume_from: Path | None = None, loss_fn=None) -> dict:
+          resume_from: Path | None = None, loss_fn=None, on_evaluate=None) -> dict:
     """Train `model` on `train_enc`, evaluating on each of `eval_sets` (set name, or None for the one
     unnamed set → encoded data); returns final metrics. The kept model is in `output_dir`.
-    `loss_fn(model, batch)`: the training loss when it is not the model's own (distillation)."""
+    `loss_fn(model, batch)`: the training loss when it is not the model's own (distillation).
+    `on_evaluate(step, metrics) -> bool`: called after each evaluation (every process), True stops
+    training there as early stopping does (a sweep's pruned trial)."""
     trackers.start(accelerator, cfg, output_dir)
     try:
         recipe = Recipe(cfg, task, model, tokenizer, output_dir, console, accelerator,
-                        loss_fn or (lambda model, batch: model(**batch).loss))
+                        loss_fn or (lambda model, batch: model(**batch).loss), on_evaluate)
         recipe.setup(train_enc, eval_sets, resume_from)
         stopped_early = recipe.train()
         return recipe.finish(stopped_early)
@@ -200,13 +202,15 @@ class Recipe:
     evaluation, checkpoints and logging on each optimizer step), `finish` (final evaluation, the
     kept model, metrics.json). Everything it counts lives in `st`, the state a checkpoint saves."""
 
-    def __init__(self, cfg, task, model, tokenizer, output_dir: Path, console, accelerator, loss_fn):
+    def __init__(self, cfg, task, model, tokenizer, output_dir: Path, console, accelerator, loss_fn,
+                 on_evaluate=None):
         self.cfg, self.t = cfg, cfg.training
         self.task, self.model, self.tokenizer = task, model, tokenizer
         self.output_dir, self.console, self.accelerator, self.loss_fn = output_dir, console, accelerator, loss_fn
         self.run_log = RunLog(output_dir / "train_log.jsonl", enabled=accelerator.is_main_process)
         self.st = TrainState()
         self.stop = False  # early stopping: set by an evaluation, read at the next step or epoch
+        self.on_evaluate, self.stopped_by_caller = on_evaluate, False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -390,6 +394,9 @@ class Recipe:
         self.console.log(f"eval step {step}: {shown}{'  (best)' if improved else ''}")
         if improved and t.save_best:
             save_model(self.accelerator, self.model, self.tokenizer, self.output_dir)
+        if self.on_evaluate is not None and self.on_evaluate(step, dict(metrics)):
+            self.stopped_by_caller = True
+            return True
         return t.early_stopping_patience is not None and st.bad_evals >= t.early_stopping_patience
 
     def save_checkpoint(self) -> Path:
@@ -401,7 +408,9 @@ class Recipe:
     def finish(self, stopped_early: bool) -> dict:
         """Judge the final model, save it unless the best one is kept, write metrics.json."""
         t, st = self.t, self.st
-        if stopped_early:
+        if self.stopped_by_caller:
+            self.console.log(f"stopped at step {st.completed_steps}: on_evaluate asked to (a pruned sweep trial)")
+        elif stopped_early:
             self.console.log(f"early stopping: no improvement in {t.early_stopping_patience} evaluations")
         # The last step may fall between evaluations: judge the final model too.
         if t.eval_strategy != "no" and not stopped_early and st.last_eval_step != st.completed_steps:
