@@ -32,30 +32,35 @@ def flag(name: str):
         raise UserError(f"{name}: {exc}") from None
 
 
-def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
+def finetune(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None,
+             on_evaluate=None) -> dict:
     """`lmctl finetune`: adapt a checkpoint (or a from-scratch baseline) to a task."""
     if not get_task_class(cfg.task).finetunes:
         raise UserError(f"task '{cfg.task}' is a pretraining objective; run it with `lmctl pretrain`")
-    return train(cfg, overwrite, console, resume)
+    return train(cfg, overwrite, console, resume, on_evaluate)
 
 
-def pretrain(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
+def pretrain(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None,
+             on_evaluate=None) -> dict:
     """`lmctl pretrain`: a language-modelling objective, from scratch or continued from a checkpoint."""
     if not get_task_class(cfg.task).pretraining:
         raise UserError(f"task '{cfg.task}' is not a pretraining objective; use one of "
                         f"{', '.join(names_where('pretraining'))} (or run `lmctl finetune`)")
-    return train(cfg, overwrite, console, resume)
+    return train(cfg, overwrite, console, resume, on_evaluate)
 
 
-def train(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None) -> dict:
+def train(cfg, overwrite: bool = False, console: Console | None = None, resume: str | None = None,
+          on_evaluate=None) -> dict:
     """Train for `cfg.task` on `cfg.data`; returns final metrics. The same path for every task.
 
     `resume`: "latest" (the newest whole checkpoint in output_dir) or a checkpoint folder.
+    `on_evaluate(step, metrics) -> bool`: told each evaluation's metrics; True stops training there,
+    as early stopping does, with the kept model and metrics.json written (a sweep prunes trials so).
     """
     console = console or Console()
     # Rank 0 holds the run directory's lock for the whole run; the other ranks follow rank 0.
     with run_lock(cfg.output_dir, console) if is_main_process() else nullcontext():
-        return _train(cfg, overwrite, console, resume)
+        return _train(cfg, overwrite, console, resume, on_evaluate)
 
 
 class TrainingPlugin(Protocol):
@@ -86,7 +91,7 @@ class TrainingPlugin(Protocol):
         """After training, metrics.json's extra entries (the teacher's scores, its agreement with the student)."""
 
 
-def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
+def _train(cfg, overwrite: bool, console: Console, resume: str | None, on_evaluate=None) -> dict:
     """The training recipe, in steps: checks → data → accelerator → features → model → run directory →
     the engine's loop → plugin reports → curves. Each step asks the run's plugins (`TrainingPlugin`)."""
     out = Path(cfg.output_dir)
@@ -106,7 +111,7 @@ def _train(cfg, overwrite: bool, console: Console, resume: str | None) -> dict:
 
     loss_fn = _one_answer([p.loss_fn(task) for p in plugins], "training loss")
     metrics = train_loop(cfg, task, model, tokenizer, train_enc, eval_sets, out, console, accelerator, resume_from,
-                         loss_fn)
+                         loss_fn, on_evaluate)
     metrics = _plugin_reports(plugins, task, tokenizer, splits["eval"], eval_sets, out, metrics, accelerator)
     if accelerator.is_main_process:
         from lmctl.plots import write_curves
@@ -165,6 +170,15 @@ def _setup_data(cfg, console, plugins):
         raise UserError(f"training.metric_for_best: '{best}' is not reported by task '{cfg.task}'; "
                         f"choose one of {', '.join(sorted(names))}")
     return task, splits, fingerprints
+
+
+def reported_metrics(cfg, console: Console) -> tuple[list[str], str]:
+    """(the metrics a run of `cfg` reports at each evaluation, as metrics.json names them after `eval_`;
+    the one it keeps its model by): the data read and checked as training reads it, no model loaded.
+    A sweep checks its metric so, before any trial trains."""
+    task, splits, _ = _setup_data(cfg, console, [])
+    names = [config_lib.metric_key(s, m) for s in splits["eval"] for m in task.metric_names]
+    return names, cfg.training.metric_for_best or config_lib.metric_key(next(iter(splits["eval"])), task.main_metric)
 
 
 def _setup_accelerator(cfg, out: Path):
