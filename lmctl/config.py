@@ -400,6 +400,9 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+did_you_mean = _did_you_mean  # " (did you mean 'x'?)" or "", for the messages of the floors above
+
+
 def _fields_at(path: tuple) -> list[str]:
     """Names of the keys allowed at a dotted location in the schema."""
     model: Any = Config
@@ -448,15 +451,22 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "override") -
     command layer passes its flag, --set)."""
     for text in overrides:
         path, value = parse_override(text, source)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"{source} '{text}': '{part}' is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, path, value, f"{source} '{text}'")
+    return raw
+
+
+def set_dotted(raw: dict, path: list[str], value, source: str) -> dict:
+    """`value` written into `raw` at a dotted key's parts (sections made as needed); `source` starts
+    the error when a part is a value, not a section."""
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{source}: '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
     return raw
 
 
@@ -495,11 +505,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
     raw = apply_overrides(raw, overrides or [], overrides_key)
     cfg = validate(raw, str(path) if path else "config")
     if path:
-        _resolve_paths(cfg, Path(path).parent)
+        resolve_paths(cfg, Path(path).parent)
     return cfg
 
 
-def _resolve_paths(cfg: Config, config_dir: Path) -> None:
+def resolve_paths(cfg: Config, config_dir: Path) -> None:
     """Data paths are relative to the working directory, as on the command line; a path that
     only exists next to the config file is taken from there, so shipped configs run anywhere."""
     def near(value: str) -> str:

@@ -93,14 +93,19 @@ class Console:
     def table(self, title: str, rows: list[tuple[str, str]], header=("metric", "value")) -> None:
         if not self.enabled:
             return
-        from rich.table import Table
+        self.rich.print(_rich_table(title, rows, header))
 
-        table = Table(title=title, title_justify="left")
-        for name in header:
-            table.add_column(name)
-        for row in rows:
-            table.add_row(*[str(c) for c in row])
-        self.rich.print(table)
+    @contextmanager
+    def live_table(self, title: str, header):
+        """Yields `show(rows)`, which redraws a table in place on a terminal (a sweep's trials as they
+        run); elsewhere `show` does nothing and the caller logs its events as lines."""
+        if not (self.enabled and self.interactive):
+            yield lambda rows: None
+            return
+        from rich.live import Live
+
+        with Live(_rich_table(title, [], header), console=self.rich, auto_refresh=False) as live:
+            yield lambda rows: live.update(_rich_table(title, rows, header), refresh=True)
 
     def progress(self, total: int | None, description: str, unit: str | None = None) -> "Progress":
         return Progress(self, total, description, unit=unit)
@@ -165,6 +170,17 @@ class Progress:
         elif self.console.enabled and exc_type is None and self._lined != self.completed:
             # The last count, where it never reached a known total (a stream's rows are counted as read).
             self._line(time.perf_counter() - self._start)
+
+
+def _rich_table(title: str, rows, header):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in header:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    return table
 
 
 def _fmt(value) -> str:

@@ -133,3 +133,29 @@ def write_confusion(path: Path, labels: list[str], matrix) -> Path:
         return _save(fig, Path(path))
     finally:
         plt.close(fig)
+
+
+def write_study_plots(study, out_dir: Path) -> dict[str, str]:
+    """A sweep's pictures, drawn by Optuna's matplotlib plots: history.png (each complete trial's score
+    and the best so far) and importances.png (how much each searched key explains the score). Returns
+    file name → path written, or the one-line reason it was not (importances need two complete trials
+    that differ)."""
+    import warnings
+
+    from optuna.visualization import matplotlib as optuna_plots
+
+    plt = _pyplot()
+    done = {}
+    for name, draw in (("history.png", optuna_plots.plot_optimization_history),
+                       ("importances.png", optuna_plots.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on every matplotlib plot
+                ax = draw(study)
+            fig = ax.figure
+            fig.tight_layout()
+            done[name] = str(_save(fig, Path(out_dir) / name))
+            plt.close(fig)
+        except (ValueError, RuntimeError) as exc:  # too few complete trials, or nothing varies
+            done[name] = f"not drawn: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return done
