@@ -156,6 +156,6 @@ def write_study_plots(study, out_dir: Path) -> dict[str, str]:
             fig.tight_layout()
             done[name] = str(_save(fig, Path(out_dir) / name))
             plt.close(fig)
-        except (ValueError, RuntimeError) as exc:  # too few complete trials, or nothing varies
+        except Exception as exc:  # noqa: BLE001 - too few complete trials, nothing varies: the sweep's result stands
             done[name] = f"not drawn: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
     return done

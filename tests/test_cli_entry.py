@@ -23,6 +23,6 @@ def test_the_cli_and_the_package_import_no_torch():
     # `lmctl --help` and config checks stay fast: torch, transformers and datasets load inside commands,
     # and `from lmctl import Predictor` only when it is asked for.
     code = ("import sys, lmctl, lmctl.cli, lmctl.config; "
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

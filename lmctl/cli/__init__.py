@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain, prune, serve
+from lmctl.cli import common, compare, config_cmd, evaluate, export, finetune, predict, pretrain, prune, serve, sweep
 
 app = typer.Typer(
     name="lmctl",
@@ -28,6 +28,7 @@ COMMANDS = {
     "prune": prune.prune,
     "compare": compare.compare,
     "serve": serve.serve,
+    "sweep": sweep.sweep,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
