@@ -374,15 +374,17 @@ def check_metric(sweep: Sweep, console: Console) -> None:
 # ---- Optuna: sampler, pruner, storage, study --------------------------------------------------
 
 def _sampler(sweep: Sweep, offset: int):
-    """The sampler; `offset` moves the seed (each worker process, and each rerun, its own stream: one
-    seed in two processes would sample the same values)."""
+    """The sampler; `offset` moves a TPE or random seed (each worker process, and each rerun, its own
+    stream: one seed in two processes would sample the same values)."""
     import optuna
 
     s = sweep.spec.sampler
-    seed = None if s.seed is None else s.seed + offset
     if s.name == "grid":
+        # Not offset: a trial records its point as an index into the grid as this seed shuffles it, so
+        # every process must shuffle it alike (it then skips the points others ran or run).
         return optuna.samplers.GridSampler({k: [_encode(p, v) for v in p.grid()] for k, p in sweep.space.items()},
-                                           seed=seed, **(s.model_extra or {}))
+                                           seed=s.seed, **(s.model_extra or {}))
+    seed = None if s.seed is None else s.seed + offset
     cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[s.name]
     return cls(seed=seed, **(s.model_extra or {}))
 
@@ -583,19 +585,19 @@ def _run_trial(sweep: Sweep, study, trial, resumed: bool, display: "Display") ->
                 console.log(f"trial {number} failed: {reason}")
                 trial.set_user_attr("reason", reason[:1000])
                 trial.set_user_attr("steps", trial_steps(run_dir))
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 return
             score = metrics.get(f"eval_{sweep.metric}")
             trial.set_user_attr("steps", metrics.get("completed_steps"))
             if not isinstance(score, (int, float)) or not math.isfinite(score):
                 trial.set_user_attr("reason", f"its kept model's {sweep.metric} is {score}")
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 return
             trial.set_user_attr("score", float(score))
             if pruned:
-                study.tell(trial, state=TrialState.PRUNED)
+                _tell(study, trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, float(score))
+                _tell(study, trial, float(score))
     finally:
         _ACTIVE.discard(number)
         run_dir.mkdir(parents=True, exist_ok=True)  # a trial that failed before training has one too
@@ -604,6 +606,17 @@ def _run_trial(sweep: Sweep, study, trial, resumed: bool, display: "Display") ->
                 f.write(log_path.read_text(encoding="utf-8"))
             log_path.unlink()
         display.refresh()
+
+
+def _tell(study, trial, value=None, state=None) -> None:
+    """study.tell. The grid sampler asks the study to stop once its grid is covered, which only works
+    inside study.optimize (RuntimeError); the trial is recorded before that, and the loop stops by
+    itself at n_trials (the grid's size unless given)."""
+    try:
+        study.tell(trial, value, state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 class _TrialConsole(Console):

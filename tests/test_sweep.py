@@ -227,8 +227,11 @@ def test_a_sweep_killed_between_and_inside_trials_ends_with_exactly_n_trials(tmp
 # ---- two workers share one study ------------------------------------------------------------
 
 def test_two_worker_processes_share_one_study(tmp_path, tiny_models, data):
-    path = write_sweep(tmp_path, tiny_models, data, {"max_steps": 60, "eval_steps": 30}, n_trials=4,
-                       pruner={"name": "none"}, space={"training.learning_rate": {"low": 1.0e-3, "high": 5.0e-3}})
+    # A grid of a stepped range, n_trials left to the grid's size (4): each point once, though two
+    # processes ask at once.
+    path = write_sweep(tmp_path, tiny_models, data, {"max_steps": 60, "eval_steps": 30}, pruner={"name": "none"},
+                       sampler={"name": "grid", "seed": 0},
+                       space={"training.learning_rate": {"low": 1.0e-3, "high": 4.0e-3, "step": 1.0e-3}})
     result = cli("sweep", path, "--workers", "2", code=None)
     assert result.exit_code == 0, explain(result)
     out = tmp_path / "sweep"
@@ -238,8 +241,7 @@ def test_two_worker_processes_share_one_study(tmp_path, tiny_models, data):
     assert trial_dirs(out) == ["trial-000", "trial-001", "trial-002", "trial-003"]
     pids = {t.user_attrs["pid"] for t in study.trials}
     assert len(pids) == 2 and os.getpid() not in pids, pids
-    # Two processes did not sample the same values (each its own seed).
-    assert len({t.params["training.learning_rate"] for t in study.trials}) == 4
+    assert sorted(t.params["training.learning_rate"] for t in study.trials) == pytest.approx([1e-3, 2e-3, 3e-3, 4e-3])
     assert "2 worker processes" in result.stderr and "1 thread(s) each" in result.stderr
 
 
