@@ -322,6 +322,8 @@ def _check_space(sweep: Sweep) -> None:
                 raise UserError(f"{source}: enqueue[{i}]: {key}={value!r} is outside space.{key}")
         sweep.trial_config(fixed, None, f"{source}: enqueue[{i}]")
     if spec.sampler.name == "grid":
+        if spec.enqueue:
+            raise UserError(f"{source}: sampler grid runs every combination of the space; drop enqueue")
         ranges = [k for k, p in sweep.space.items() if p.grid() is None]
         if ranges:
             raise UserError(f"{source}: sampler grid: space.{ranges[0]} is a range without a step; give choices "

@@ -133,6 +133,7 @@ BAD = [
     ({"sampler": {"name": "grid"}, "space": {"training.learning_rate": {"low": 1.0e-5, "high": 1.0e-3}}},
      "sampler grid: space.training.learning_rate is a range without a step"),
     ({"enqueue": [{"training.seed": 3}]}, "enqueue[0]: 'training.seed' is not a key of space"),
+    ({"enqueue": [{"training.learning_rate": 0.5}]}, "enqueue[0]: training.learning_rate=0.5 is outside space"),
 ]
 
 
