@@ -199,7 +199,8 @@ def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_se
         if fmt in ("txt", "conll"):
             conll, lines = _lines(io.StringIO(text), fmt)
             if conll:
-                return pd.DataFrame(_conll_columns(conll_sentences(enumerate(lines, 1), p)), columns=list(CONLL_COLUMNS))
+                sentences = conll_sentences(enumerate(lines, 1), p)
+                return pd.DataFrame(_conll_columns(sentences), columns=list(CONLL_COLUMNS))
         if fmt == "txt":
             docs = split_documents(text, document_separator)
             return pd.DataFrame({_txt_column(text_columns): docs})

@@ -257,7 +257,8 @@ class TokenClassificationTask(Task):
     def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
 
-        model = load_model(self.auto_class, path, tokenizer, key=source, allow_pickle=self.cfg.model.allow_pickle_weights)
+        model = load_model(self.auto_class, path, tokenizer, key=source,
+                           allow_pickle=self.cfg.model.allow_pickle_weights)
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return model
 
@@ -284,14 +285,16 @@ class TokenClassificationTask(Task):
         of the word. SentencePiece and byte-level BPE often start a rare word with a bare word-start piece
         ('▁' or 'Ġ' alone, the same token for every such word), which says nothing of the word: with the tag
         on it the tests' tiny T5 reached F1 0.19 in 6 epochs, with the tag on the next piece 0.77 (and a
-        left-to-right GPT-2 would tag a word before seeing any of it). Words are tokenized once each, with the space before them; one the
-        tokenizer turns into nothing (a control character) becomes the unknown token: it still gets a tag."""
+        left-to-right GPT-2 would tag a word before seeing any of it). Words are tokenized once each, with
+        the space before them; one the tokenizer turns into nothing (a control character) becomes the
+        unknown token: it still gets a tag."""
         distinct = list(dict.fromkeys(w for words in sentences for w in words))
         ids = self.tokenizer([" " + w for w in distinct], add_special_tokens=False)["input_ids"] if distinct else []
         ids = [list(i) or self._unknown for i in ids]
         bare = {i for i in {word[0] for word in ids} if not self.tokenizer.decode([i]).strip()}
         table = {w: (i, int(len(i) > 1 and i[0] in bare)) for w, i in zip(distinct, ids)}
-        return [[table[w][0] for w in words] for words in sentences], [[table[w][1] for w in words] for words in sentences]
+        return ([[table[w][0] for w in words] for words in sentences],
+                [[table[w][1] for w in words] for words in sentences])
 
     def _sentences(self, ds, source: str) -> tuple[list[list[str]], list[str], list[list[tuple[int, int]]]]:
         """(words, text, each word's offsets in the text) per row: a list of words is joined into a text,
@@ -313,7 +316,7 @@ class TokenClassificationTask(Task):
     def encode(self, ds, split: str, source: str):
         """Rows → windows (one per sentence unless it is longer than max_length). Training windows carry
         `labels`; evaluation and prediction windows also what reading them back needs: `example` (the
-        row), `word_index` and `word_pos` (the words read from this window and their first sub-token),
+        row), `word_index` and `word_pos` (the words read from this window and their tagged sub-token),
         `n_words`; evaluation the gold tags of those words, prediction the row's text, words and offsets
         (on the window that reads its first word)."""
         from datasets import Dataset
