@@ -156,6 +156,17 @@ class QAConfig(_Section):
     """v2: answer "" when the no-answer score beats the best span by more than this."""
 
 
+class TaggingConfig(_Section):
+    """token-classification: which sub-tokens learn a word's tag, and how long sentences are windowed."""
+
+    label_all_tokens: bool = False
+    """Train every sub-token of a word on its tag (a B- tag becomes I- after the first); default: only
+    the first, the others left out of the loss. Predictions always read the first."""
+    stride: Optional[int] = Field(None, gt=0)
+    """Overlap (tokens) between the windows a sentence longer than training.max_length is split into;
+    default: a quarter of max_length."""
+
+
 class RankingConfig(_Section):
     k: int = Field(10, gt=0)
     """Cut-off of MRR@k and nDCG@k."""
@@ -188,10 +199,12 @@ class DataConfig(_Section):
     """Hold out whole groups of this column (e.g. `title`: SQuAD articles) instead of random rows; the
     last groups in file order are held out, `validation_split` of them (share or count)."""
     text_column: str = "text"
-    """Text (classification, language modelling), the query (reranking), the source (seq2seq)."""
+    """Text (classification, language modelling), the query (reranking), the source (seq2seq), the words
+    (token-classification: default `tokens`, a list of words or a text to split)."""
     text_pair_column: Optional[str] = None
     """Second text of a pair (classification), the candidate (reranking)."""
     label_column: str = "label"
+    """Labels; token-classification: a list of tags per row, one per word (default `tags`)."""
     question_column: str = "question"
     context_column: str = "context"
     answers_column: str = "answers"
@@ -342,6 +355,7 @@ class Config(_Section):
     pretraining: PretrainingConfig = PretrainingConfig()
     generation: GenerationConfig = GenerationConfig()
     qa: QAConfig = QAConfig()
+    tagging: TaggingConfig = TaggingConfig()
     ranking: RankingConfig = RankingConfig()
     distill: Optional[DistillConfig] = None
     output_dir: str = "runs/latest"

@@ -4,13 +4,19 @@ Local files are parsed with pandas (which `datasets` itself uses) rather than
 `load_dataset("csv")`: that keeps every text cell a string ("null", "NA" and "nan" are
 words in a review, not missing values), lets us point at the exact row of a bad byte,
 and skips an Arrow cache copy of each file.
+
+CoNLL files (one word a line, its tag in the last column, a blank line between sentences) are
+read as one row per sentence with the columns `tokens` and `tags`: a .conll file always, a .txt
+file when its lines look like CoNLL (`is_conll`), as SQuAD's nested JSON is read flat.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +26,7 @@ from lmctl.errors import RowError, UserError, first_line
 SUFFIXES = {
     ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
     ".txt": "txt", ".text": "txt", ".tokens": "txt", ".raw": "txt",  # WikiText ships .tokens / .raw
+    ".conll": "conll",
 }
 
 
@@ -110,6 +117,75 @@ def split_documents(text: str, separator: str) -> list[str]:
     return [doc.strip("\n") for doc in re.split(r"\n[ \t]*\n", text) if doc.strip()]
 
 
+# ---- CoNLL: one word a line, the tag last, a blank line between sentences ------------------------
+CONLL_COLUMNS = ("tokens", "tags")
+SNIFF_LINES = 200
+"""The lines of a .txt file (not blank, not -DOCSTART-) `is_conll` looks at."""
+_TAG = re.compile(r"O|[A-Z]-\S+")
+
+
+def _fields(line: str) -> list[str]:
+    # Tab-separated CoNLL may hold a space inside a column; otherwise any run of spaces separates.
+    return [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+
+
+def _is_docstart(line: str) -> bool:
+    return line.lstrip().startswith("-DOCSTART-")
+
+
+def is_conll(lines: list[str]) -> bool:
+    """Whether a text file whose first lines are `lines` is CoNLL: 9 in 10 of its first SNIFF_LINES
+    lines (blank and -DOCSTART- lines aside) have two columns or more and a tag in the last one (O,
+    or a capital, a hyphen and a type: B-PER, I-LOC, X-PER). Prose ends its lines in other words."""
+    content = list(itertools.islice((line for line in lines if line.strip() and not _is_docstart(line)),
+                                    SNIFF_LINES))
+    tagged = sum(1 for line in content if len(f := _fields(line)) >= 2 and _TAG.fullmatch(f[-1]))
+    return bool(content) and tagged >= 0.9 * len(content)
+
+
+def conll_sentences(numbered_lines, path) -> Iterator[tuple[list[str], list[str]]]:
+    """(line number, line) pairs → (words, tags) per sentence: the word is the first column, the tag
+    the last; blank lines end sentences, -DOCSTART- lines are skipped (and end one too)."""
+    words: list[str] = []
+    tags: list[str] = []
+    for n, line in numbered_lines:
+        if not line.strip() or _is_docstart(line):
+            if words:
+                yield words, tags
+                words, tags = [], []
+            continue
+        fields = _fields(line)
+        if len(fields) < 2 or not fields[-1] or not fields[0]:
+            raise UserError(f"{path}: line {n}: {line.strip()!r} has no tag; a CoNLL line is the word, any "
+                            "other columns, then its tag (e.g. 'Paris NNP B-LOC'), and sentences end at a blank line")
+        words.append(fields[0])
+        tags.append(fields[-1])
+    if words:
+        yield words, tags
+
+
+def _conll_columns(sentences) -> dict[str, list]:
+    sentences = list(sentences)
+    return {CONLL_COLUMNS[0]: [w for w, _ in sentences], CONLL_COLUMNS[1]: [t for _, t in sentences]}
+
+
+def _lines(f, fmt: str) -> tuple[bool, Iterator[str]]:
+    """(whether it is CoNLL: a .conll file, or a .txt file that `is_conll`, its lines) of an open text file."""
+    lines = (part for line in f for part in line.splitlines())  # splitlines: as split_documents
+    head = list(itertools.islice(lines, 4 * SNIFF_LINES))
+    return fmt == "conll" or is_conll(head), itertools.chain(head, lines)
+
+
+def _text_chunks(f, path: Path, fmt: str, text_columns: tuple[str, ...], rows: int) -> Iterator[dict[str, list]]:
+    """A .txt or .conll file read line by line, as column lists of up to `rows` rows: CoNLL sentences
+    where the file is CoNLL, else one row per line (the first text column)."""
+    conll, lines = _lines(f, fmt)
+    if conll:
+        yield from (_conll_columns(batch) for batch in _batches(conll_sentences(enumerate(lines, 1), path), rows))
+    else:
+        yield from ({_txt_column(text_columns): batch} for batch in _batches(lines, rows))
+
+
 def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_separator: str = "line"):
     """Read one local file into a pandas DataFrame; text columns stay strings."""
     import pandas as pd
@@ -120,6 +196,11 @@ def read_frame(path: str | Path, text_columns: tuple[str, ...] = (), document_se
         if fmt == "parquet":
             return pd.read_parquet(p)
         text = _decode(p)
+        if fmt in ("txt", "conll"):
+            conll, lines = _lines(io.StringIO(text), fmt)
+            if conll:
+                sentences = conll_sentences(enumerate(lines, 1), p)
+                return pd.DataFrame(_conll_columns(sentences), columns=list(CONLL_COLUMNS))
         if fmt == "txt":
             docs = split_documents(text, document_separator)
             return pd.DataFrame({_txt_column(text_columns): docs})
@@ -290,6 +371,8 @@ def stream_table(spec: str, key: str, document_separator: str = "line"):
     for f in files:
         check_file(f, key)
     fmt = file_format(files[0])
+    if fmt not in _BUILDERS:
+        raise UserError(f"{key}: {files[0]} is a {fmt} file, which is not read as a stream; set data.streaming: false")
     kwargs = csv_options(fmt) if fmt in ("csv", "tsv") else {}
     if fmt == "txt" and document_separator == "blank_line":
         kwargs = dict(sample_by="paragraph")
@@ -347,7 +430,7 @@ def read_chunks(spec: str, key: str, text_columns: tuple[str, ...] = (),
         raise _no_rows(spec, key)
 
 
-PLAIN_FORMATS = ("jsonl", "csv", "tsv", "txt")
+PLAIN_FORMATS = ("jsonl", "csv", "tsv", "txt", "conll")
 """What `_plain_chunks` reads with the standard library (pandas takes half a second to import)."""
 
 
@@ -359,9 +442,8 @@ def _plain_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Itera
     Other columns are read as text too (pandas would infer numbers): predict reads only text."""
     fmt = file_format(path)
     with _parse_errors(path, fmt), path.open(encoding="utf-8-sig", newline="") as f:
-        if fmt == "txt":
-            lines = (part for line in f for part in line.splitlines())  # splitlines: as split_documents
-            yield from ({_txt_column(text_columns): batch} for batch in _batches(lines, rows))
+        if fmt in ("txt", "conll"):
+            yield from _text_chunks(f, path, fmt, text_columns, rows)
         elif fmt == "jsonl":
             numbered = ((n, line) for n, line in enumerate(f, 1) if line.strip())
             for batch in _batches(numbered, rows):
@@ -426,9 +508,8 @@ def _frame_chunks(path: Path, text_columns: tuple[str, ...], rows: int) -> Itera
             return
         # newline="": cells and lines keep their own line breaks, as in a file decoded whole.
         with path.open(encoding="utf-8-sig", newline="") as f:
-            if fmt == "txt":
-                lines = (part for line in f for part in line.splitlines())  # splitlines: as split_documents
-                yield from (pd.DataFrame({_txt_column(text_columns): b}) for b in _batches(lines, rows))
+            if fmt in ("txt", "conll"):
+                yield from (pd.DataFrame(columns) for columns in _text_chunks(f, path, fmt, text_columns, rows))
             elif fmt in ("csv", "tsv"):
                 with pd.read_csv(f, dtype={c: str for c in text_columns}, chunksize=rows,
                                  **csv_options(fmt)) as reader:
@@ -482,8 +563,8 @@ def _batches(items, n: int | None) -> Iterator[list]:
 
 def count_rows(spec: str, key: str) -> int | None:
     """An input's rows counted without parsing it, for a progress bar: line breaks (less a header) in
-    text files, the footer's count in parquet; None for stdin and .json. A CSV cell that holds a line
-    break makes it an overestimate."""
+    text files, sentences in CoNLL files, the footer's count in parquet; None for stdin and .json. A
+    CSV cell that holds a line break makes it an overestimate."""
     if spec == "-":
         return None
     total = 0
@@ -497,6 +578,11 @@ def count_rows(spec: str, key: str) -> int | None:
             with _parse_errors(path, fmt):
                 total += pq.ParquetFile(path).metadata.num_rows
             continue
+        if fmt in ("txt", "conll"):
+            sentences = _count_sentences(path, fmt)
+            if sentences is not None:
+                total += sentences
+                continue
         lines, last = 0, b"\n"
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -504,6 +590,21 @@ def count_rows(spec: str, key: str) -> int | None:
                 last = block[-1:]
         total += lines + (last != b"\n") - (fmt in ("csv", "tsv"))
     return total
+
+
+def _count_sentences(path: Path, fmt: str) -> int | None:
+    """The sentences of a CoNLL file (runs of lines that are not blank or -DOCSTART-); None when it is
+    not CoNLL."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        conll, lines = _lines(f, fmt)
+        if not conll:
+            return None
+        count, inside = 0, False
+        for line in lines:
+            content = bool(line.strip()) and not _is_docstart(line)
+            count += content and not inside
+            inside = content
+        return count
 
 
 def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
@@ -520,13 +621,31 @@ def check_columns(ds, columns: dict[str, str | None], source: str) -> None:
             )
 
 
-def check_text(ds, column: str, source: str) -> None:
+def check_text(ds, column: str, source: str, words: bool = False) -> None:
+    """Every cell of `column` is text that is not blank. `words`: a cell may be a list of words instead
+    (text split already, token-classification's `tokens`), each word text that is not blank; one kind
+    of cell in every row, as a table's column holds one type."""
+    first = None
     for i, value in enumerate(ds[column]):
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if words and isinstance(value, (list, tuple)):
+            if not value:
+                raise RowError(source, i + 1, f"no words in column '{column}'; fill or remove that row", column=column)
+            bad = [w for w in value if not isinstance(w, str) or not w.strip()]
+            if bad:
+                raise RowError(source, i + 1, f"column '{column}' holds the word {bad[0]!r}; every word must be "
+                                              "text that is not blank", column=column)
+        elif value is None or (isinstance(value, str) and not value.strip()):
             raise RowError(source, i + 1, f"empty text in column '{column}'; fill or remove that row",
                            column=column)
-        if not isinstance(value, str):
+        elif not isinstance(value, str):
             raise RowError(source, i + 1, f"column '{column}' holds {value!r}, not text", column=column)
+        kind = isinstance(value, str)
+        if first is None:
+            first = kind
+        elif kind != first:
+            raise RowError(source, i + 1, f"column '{column}' holds {'text' if kind else 'a list of words'} here "
+                                          f"but {'text' if first else 'lists of words'} in the rows before; give "
+                                          "one kind in every row", column=column)
 
 
 @contextmanager

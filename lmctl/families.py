@@ -165,7 +165,7 @@ BERT = Family(
     quirks=(),
     heads={"text-classification": "BertForSequenceClassification", "reranking": "BertForSequenceClassification",
            "question-answering": "BertForQuestionAnswering", "masked-lm": "BertForMaskedLM",
-           "causal-lm": "BertLMHeadModel"},
+           "causal-lm": "BertLMHeadModel", "token-classification": "BertForTokenClassification"},
     layer_stacks=("encoder.layer",), depth_fields=("num_hidden_layers",), embeddings=("embeddings",),
     ffn=(FeedForward(("intermediate.dense",), "output.dense", "intermediate_size"),),
     onnx_refusal=None,
@@ -187,7 +187,8 @@ GPT2 = Family(
                         pad_token="<|endoftext|>"),
     quirks=(pad_from_eos,),
     heads={"text-classification": "GPT2ForSequenceClassification", "reranking": "GPT2ForSequenceClassification",
-           "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel"},
+           "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel",
+           "token-classification": "GPT2ForTokenClassification"},
     layer_stacks=("h",), depth_fields=("n_layer",), embeddings=("wte", "wpe"),
     ffn=(FeedForward(("mlp.c_fc",), "mlp.c_proj", "n_inner"),),  # Conv1D: weights stored [in, out]
     onnx_refusal=None,
@@ -209,7 +210,7 @@ T5 = Family(
     quirks=(decoder_start_from_pad,),
     heads={"text-classification": "T5ForSequenceClassification", "reranking": "T5ForSequenceClassification",
            "question-answering": "T5ForQuestionAnswering", "seq2seq": "T5ForConditionalGeneration",
-           "span-corruption": "T5ForConditionalGeneration"},
+           "span-corruption": "T5ForConditionalGeneration", "token-classification": "T5ForTokenClassification"},
     layer_stacks=("encoder.block", "decoder.block"), depth_fields=("num_layers", "num_decoder_layers"),
     ffn=(FeedForward(("DenseReluDense.wi",), "DenseReluDense.wo", "d_ff"),  # T5 v1.0: ReLU
          FeedForward(("DenseReluDense.wi_0", "DenseReluDense.wi_1"), "DenseReluDense.wo", "d_ff")),  # v1.1, mT5

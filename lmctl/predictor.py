@@ -128,9 +128,10 @@ class Predictor:
             records.append({c: row[c] for c in columns})
         from lmctl.data import check_text
 
+        words = {self.task.columns(with_labels)[key] for key in self.task.word_list_keys}
         for column in self.text_columns():
             if column in columns:  # a table's column built of mixed types would not even load
-                check_text({column: [r[column] for r in records]}, column, "rows")
+                check_text({column: [r[column] for r in records]}, column, "rows", words=column in words)
         return records
 
     def _table(self, rows: Iterable[dict | str], with_labels: bool):

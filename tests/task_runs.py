@@ -56,6 +56,53 @@ def _sort(n: int, seed: int) -> list[dict]:
     return rows
 
 
+NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Evans", "Walker", "Green", "Hughes", "Wood"]
+FIRST_NAMES = ["John", "Anna", "Peter", "Mary"]
+CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Lisbon"]
+OBJECTS = ["the movie", "a wooden chair", "the red bicycle", "an old map", "the garden", "the letter"]
+VERBS = ["watched", "painted", "carried", "found", "sold", "cleaned"]
+
+
+def ner_rows(n: int, seed: int) -> list[dict]:
+    """{"tokens", "tags"} sentences whose entities context decides: a capitalised name after "Mr" is
+    PER (a first name before it I-PER's B-PER), a city after "in" is LOC, and "in the park" is not."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words, tags = [], []
+
+        def add(text: str, tag: str = "O", inside: str = "O") -> None:
+            for i, word in enumerate(text.split()):
+                words.append(word)
+                tags.append(tag if i == 0 else inside)
+
+        if rng.random() < 0.6:
+            add("Mr")
+            add(f"{rng.choice(FIRST_NAMES)} {rng.choice(NAMES)}" if rng.random() < 0.3 else rng.choice(NAMES),
+                "B-PER", "I-PER")
+        else:
+            add(rng.choice(["the cat", "a dog", "my sister", "the chef"]))
+        add(f"{rng.choice(VERBS)} {rng.choice(OBJECTS)} in")
+        if rng.random() < 0.6:
+            add(rng.choice(CITIES), "B-LOC")
+        else:
+            add(rng.choice(["the park", "the city", "the kitchen"]))
+        add(".")
+        rows.append({"tokens": words, "tags": tags})
+    return rows
+
+
+def write_conll(path: Path, rows: list[dict], columns: int = 2) -> Path:
+    """Rows of ner_rows as a CoNLL file: one word a line (with a POS-like column when `columns` is 3),
+    the tag last, a blank line after each sentence."""
+    lines = []
+    for row in rows:
+        lines += [" ".join([w, "X"] if columns == 3 else [w]) + f" {t}" for w, t in zip(row["tokens"], row["tags"])]
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -71,6 +118,7 @@ FINETUNED = {
     "reranking": ("bert", {"text_column": "query", "text_pair_column": "passage", "label_column": "label",
                            "query_id_column": "qid"}, _rerank, ["rank"]),
     "seq2seq": ("t5", {"text_column": "source", "target_column": "target"}, _sort, ["generate"]),
+    "token-classification": ("bert", {}, ner_rows, ["tag"]),
 }
 TASK_OF = {"classification": "text-classification", "pairs-regression": "text-classification"}
 PRETRAINED = {"tiny-bert": ["fill-mask"], "tiny-gpt2": ["generate", "score"], "tiny-t5": ["generate"]}

@@ -53,7 +53,7 @@ def check_heads(spec: families.Family) -> None:
     for task in task_names():
         mapping = getattr(transformers, get_task_class(task).auto_class)._model_mapping
         built = mapping[config_class].__name__ if config_class in mapping else None
-        assert built == spec.heads.get(task), (family, task)
+        assert built == spec.heads.get(task), (spec.name, task)
 
 
 def test_hand_written_heads():
@@ -169,7 +169,8 @@ ROBERTA = families.Family(
     quirks=(),
     heads={"text-classification": "RobertaForSequenceClassification",
            "reranking": "RobertaForSequenceClassification", "question-answering": "RobertaForQuestionAnswering",
-           "masked-lm": "RobertaForMaskedLM", "causal-lm": "RobertaForCausalLM"},
+           "masked-lm": "RobertaForMaskedLM", "causal-lm": "RobertaForCausalLM",
+           "token-classification": "RobertaForTokenClassification"},
     layer_stacks=("encoder.layer",), depth_fields=("num_hidden_layers",), embeddings=("embeddings",),
     ffn=(families.FeedForward(("intermediate.dense",), "output.dense", "intermediate_size"),),
     attention_projections=("query", "key", "value"),

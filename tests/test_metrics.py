@@ -24,6 +24,7 @@ EXPECTED_METRICS = {
     "ranking",
     "recall",
     "rouge",
+    "seqeval",
     "spearmanr",
     "squad",
 }

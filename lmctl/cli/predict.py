@@ -28,7 +28,7 @@ def predict(
     chunk_rows: Annotated[int, typer.Option(
         "--chunk-rows", min=1, help="Rows read, run and written at a time; memory does not grow with the input.")] = CHUNK_ROWS,
     mode: Annotated[Optional[str], typer.Option(
-        "--mode", help="classify | generate | score | fill-mask (default: the task's first).")] = None,
+        "--mode", help="classify | generate | score | fill-mask | tag (default: the task's first).")] = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Text classification: each word's attribution to the predicted label (Integrated "
                           "Gradients), in 'attributions' (and 'pair_attributions').")] = False,

@@ -24,6 +24,7 @@ TASKS: dict[str, str | type] = {
     "masked-lm": "lmctl.tasks.masked_lm:MaskedLMTask",
     "causal-lm": "lmctl.tasks.causal_lm:CausalLMTask",
     "span-corruption": "lmctl.tasks.span_corruption:SpanCorruptionTask",
+    "token-classification": "lmctl.tasks.token_classification:TokenClassificationTask",
 }
 
 

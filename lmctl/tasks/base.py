@@ -64,6 +64,9 @@ class Task(Protocol):
     label_keys: tuple[str, ...] = ()
     """Config keys, among `columns`, of columns that are not text (labels, SQuAD answers): they keep
     their parsed types when a file is read; every other column is read as text."""
+    word_list_keys: tuple[str, ...] = ()
+    """Config keys, among the text columns, whose cells may hold a list of words (text split into words
+    already: CoNLL's tokens) instead of a string; row checks (`data.check_text`) accept either there."""
     config_defaults: dict[str, Any] = {}
     """Dotted config key → this task's default where the user left the key out (QA's 384-token windows)."""
     onnx_outputs: tuple[str, ...] = ()
@@ -211,12 +214,12 @@ def share(n: int, total: int) -> str:
     return f"{100 * n / total:.1f}%" if total else "0%"
 
 
-def check_column_values_are_text(ds, column: str | None, source: str) -> None:
+def check_column_values_are_text(ds, column: str | None, source: str, words: bool = False) -> None:
     if column is None:
         return
     from lmctl.data import check_text
 
-    check_text(ds, column, source)
+    check_text(ds, column, source, words)
 
 
 def map_batches(ds, fn, **kwargs):
