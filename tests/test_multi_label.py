@@ -160,6 +160,15 @@ def test_a_fixed_threshold_is_stored_for_every_label(trained):
                for r in records)
 
 
+def test_an_unseen_label_at_evaluation_is_one_line_naming_file_row_and_label(trained, tmp_path):
+    run, _, _ = trained("t5")
+    bad = write_labelled(tmp_path / "bad.jsonl", [{"text": "the cat was cold", "label": ["weather"]},
+                                                  {"text": "a dog found bread", "label": ["food", "sport"]}])
+    lines = cli("evaluate", "--model", run, "--data", bad, code=2).stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(part in lines[0] for part in ("bad.jsonl", "row 2", "'sport'", "not seen in training")), lines[0]
+
+
 def test_min_labels_gives_rows_their_highest_scoring_labels(trained):
     from lmctl import Predictor
 
