@@ -192,6 +192,24 @@ def test_min_labels_gives_rows_their_highest_scoring_labels(trained):
     assert Predictor(str(run), overrides=["training.min_labels=1"]).predict(read_jsonl(dev)) == one
 
 
+def test_the_serve_page_shows_the_label_set(trained):
+    from cdp import Browser
+    from helpers import chromium
+    from test_serve_page import api_predict, form_ready, serving, type_and_predict
+
+    run, _, _ = trained("t5")
+    text = "the chef cooked the bread while it was cold"
+    with serving(run) as url, Browser(chromium(), width=900, height=600) as page:
+        expected = api_predict(url, [text])[0]
+        assert expected["labels"], expected  # food and weather, as the model learnt them
+        page.navigate(url)
+        form_ready(page)
+        assert type_and_predict(page, text) == ", ".join(expected["labels"])
+        marked = page.evaluate("[...document.querySelectorAll('.bar.top')].map(b => b.firstChild.textContent)")
+        assert sorted(marked) == sorted(expected["labels"])
+        assert page.errors == [], page.errors
+
+
 # ---- LoRA and distillation --------------------------------------------------------------------
 def test_lora_keeps_the_thresholds_with_the_adapter(tiny_models, tmp_path):
     train = write_labelled(tmp_path / "train.jsonl", multilabel_rows(200, 0))
