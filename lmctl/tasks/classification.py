@@ -112,20 +112,9 @@ class ClassificationTask(Task):
         self._label_to_id.update({n: i for i, n in enumerate(self.label_names)})
 
     def _model_kwargs(self) -> dict:
-        from lmctl.models import POOLING_KEY
-
         if self.regression:
-            kwargs = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
-        else:
-            kwargs = dict(
-                num_labels=len(self.label_names),
-                problem_type="single_label_classification",
-                id2label=dict(enumerate(self.label_names)),
-                label2id={n: i for i, n in enumerate(self.label_names)},
-            )
-        if self.cfg.model.pooling:
-            kwargs[POOLING_KEY] = self.cfg.model.pooling
-        return kwargs
+            return head_config(self.cfg, ["score"], "regression")
+        return head_config(self.cfg, self.label_names, "single_label_classification")
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
@@ -243,6 +232,19 @@ def column_texts(ds, text_column: str, pair_column: str | None):
     for column in (text_column, pair_column):
         if column:
             yield from ds[column]
+
+
+def head_config(cfg, names: list[str], problem_type: str, **extra) -> dict:
+    """The config values a sequence-classification head is built with: one output per name, the
+    names (`id2label`), the problem type, a decoder's pooling (model.pooling) and `extra` task state
+    the model keeps in its config."""
+    from lmctl.models import POOLING_KEY
+
+    kwargs = dict(num_labels=len(names), problem_type=problem_type, id2label=dict(enumerate(names)),
+                  label2id={n: i for i, n in enumerate(names)}, **extra)
+    if cfg.model.pooling:
+        kwargs[POOLING_KEY] = cfg.model.pooling
+    return kwargs
 
 
 def encode_texts(ds, tokenizer, text_column: str, pair_column: str | None, max_length: int, source: str, console,

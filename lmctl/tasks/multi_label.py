@@ -29,7 +29,7 @@ import numpy as np
 
 from lmctl.errors import UserError
 from lmctl.tasks.base import Task, reject
-from lmctl.tasks.classification import collate_padded, column_texts, encode_texts, logits_step
+from lmctl.tasks.classification import collate_padded, column_texts, encode_texts, head_config, logits_step
 
 THRESHOLDS_KEY = "lmctl_thresholds"
 """Where a model's config.json keeps its per-label thresholds."""
@@ -112,23 +112,13 @@ class MultiLabelTask(Task):
         threshold = self.cfg.training.threshold
         self.thresholds = np.full(len(self.label_names), 0.5 if threshold == "tune" else threshold)
 
-    def _model_kwargs(self) -> dict:
-        from lmctl.models import POOLING_KEY
-
-        kwargs = dict(num_labels=len(self.label_names), problem_type="multi_label_classification",
-                      id2label=dict(enumerate(self.label_names)),
-                      label2id={n: i for i, n in enumerate(self.label_names)},
-                      **{THRESHOLDS_KEY: self.thresholds.tolist()})
-        if self.cfg.model.pooling:
-            kwargs[POOLING_KEY] = self.cfg.model.pooling
-        return kwargs
-
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
         from lmctl.models import build_model
 
-        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length,
-                           **self._model_kwargs())
+        head = head_config(self.cfg, self.label_names, "multi_label_classification",
+                           **{THRESHOLDS_KEY: self.thresholds.tolist()})
+        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length, **head)
 
     def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
