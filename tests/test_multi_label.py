@@ -375,3 +375,24 @@ def test_the_loss_is_binary_cross_entropy_and_every_metric_has_a_direction():
 def test_threshold_tune_needs_evaluations():
     with pytest.raises(UserError, match="training.threshold: 'tune'.*eval_strategy is 'no'"):
         _task(training={"threshold": "tune", "eval_strategy": "no"})
+
+
+def test_the_benchmark_runs_the_shipped_recipe_and_gives_the_peer_lmctls_training_rows(tmp_path):
+    """scripts/bench/multilabel.py: lmctl's side is configs/finetune/goemotions-minilm.yaml (--quick: fewer
+    rows, one epoch); the Trainer side gets the rows lmctl trains on, read through lmctl's own split."""
+    from scripts.bench import multilabel as bench
+
+    rows = [{"text": f"comment {i}", "label": f"{i % 28},{(i + 5) % 28}" if i % 3 else str(i % 28), "id": f"e{i}"}
+            for i in range(300)]
+    write_rows(tmp_path / "train.tsv", rows)
+    args = bench.parse_args(["--quick", "--data", str(tmp_path)])
+    cfg = config_lib.validate(bench.lmctl_config(args, str(tmp_path / "model"), tmp_path))
+    assert cfg.task == "multi-label-classification" and cfg.training.threshold == "tune"
+    assert (cfg.data.max_train_samples, cfg.data.validation_split, cfg.training.num_epochs) == (1000, 200, 1)
+    assert len(cfg.data.label_names) == 28 and cfg.training.min_labels == 1
+    written = tmp_path / "peer.jsonl"
+    assert bench.lmctl_training_rows(bench.lmctl_config(args, "m", tmp_path), written) == 100  # 300 less 200
+    peer = [json.loads(line) for line in written.read_text().splitlines()]
+    by_text = {r["text"]: r["label"] for r in rows}
+    assert all(by_text[r["text"]] == r["label"] for r in peer) and len({r["text"] for r in peer}) == 100
+    assert bench.multi_hot("3,1", 4) == [0.0, 1.0, 0.0, 1.0]
