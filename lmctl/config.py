@@ -403,7 +403,7 @@ class Config(_Section):
             raise ValueError("model.from_teacher: builds the student from distill.teacher; add a distill section "
                              "with teacher: RUN_DIR")
         if self.distill and not task.distills:
-            raise ValueError(f"distill: distillation is for {_listed('distills')} (classes or scores), not "
+            raise ValueError(f"distill: distillation is for {_listed('distills')} (classes, labels or scores), not "
                              f"{self.task}; drop the distill section")
         task.check_config(self)
         if self.data.streaming and not self.training.max_steps:
