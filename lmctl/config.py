@@ -226,6 +226,8 @@ class DataConfig(_Section):
     """Text files: one document per line, or documents separated by blank lines."""
     label_names: Optional[list[str]] = None
     """Fixes the label order (id 0, 1, ...); default: sorted labels seen in train."""
+    label_separator: str = Field(",", min_length=1)
+    """multi-label-classification: what splits a text cell of the label column into labels ("3,15")."""
     max_train_samples: Optional[int] = Field(None, gt=0)
     max_eval_samples: Optional[int] = Field(None, gt=0)
 
@@ -301,6 +303,27 @@ class TrainingConfig(_Section):
     """Keep only the newest N checkpoints."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers that also get train_log.jsonl's values and the config (optional extras)."""
+    threshold: Union[float, Literal["tune"]] = 0.5
+    """multi-label-classification: the score at which a label is predicted, for every label, or `tune`:
+    each label's own, chosen on the first validation set at each evaluation (stored with the model)."""
+    min_labels: int = Field(0, ge=0)
+    """multi-label-classification: rows with fewer labels past their thresholds get their highest-scoring
+    labels up to this many (predict/evaluate/serve --min-labels)."""
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value):
+        # One message for every bad value (a Union's own errors would speak of the literal only).
+        if value == "tune":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(value, bool) or number is None or not 0 < number < 1:
+            raise ValueError(f"a score strictly between 0 and 1 (e.g. 0.5), or 'tune' to choose one per label on "
+                             f"the validation set; got {value!r}")
+        return number
 
     @property
     def eval_batch(self) -> int:
@@ -328,7 +351,8 @@ class TrainingConfig(_Section):
 
 
 class DistillConfig(_Section):
-    """Knowledge distillation (text-classification): the model learns a teacher's outputs as well as the labels."""
+    """Knowledge distillation (text and multi-label classification): the model learns a teacher's outputs as well as
+    the labels."""
 
     teacher: str
     """A finetuned run directory or model with the same labels (a hub id works too)."""
@@ -393,7 +417,7 @@ class Config(_Section):
             raise ValueError("model.from_teacher: builds the student from distill.teacher; add a distill section "
                              "with teacher: RUN_DIR")
         if self.distill and not task.distills:
-            raise ValueError(f"distill: distillation is for {_listed('distills')} (classes or scores), not "
+            raise ValueError(f"distill: distillation is for {_listed('distills')} (classes, labels or scores), not "
                              f"{self.task}; drop the distill section")
         task.check_config(self)
         if self.data.streaming and not self.training.max_steps:

@@ -307,7 +307,10 @@ def _to_dataset(frame, source, key: str, first_row: int = 0):
     except (TypeError, ValueError) as exc:  # pyarrow's ArrowTypeError / ArrowInvalid
         # JSON cells keep their own types, and Arrow cannot store text and numbers in one
         # column: name the column and the first row that differs instead of a pyarrow traceback.
-        raise _mixed_column_error(_frame_columns(frame), source, key, first_row) or exc
+        # Inside lists (multi-label rows such as ["joy", 3]) no row differs in kind: Arrow's own words.
+        raise _mixed_column_error(_frame_columns(frame), source, key, first_row) or UserError(
+            f"{key}: {source}: cannot hold its rows as a table ({'; '.join(map(str, exc.args))}); use one kind "
+            "of value in each column, inside lists too") from None
 
 
 def _frame_columns(frame) -> dict[str, list]:

@@ -1,4 +1,5 @@
-"""Knowledge distillation for text classification: a student learns a teacher's outputs.
+"""Knowledge distillation for text classification (single- and multi-label): a student learns a
+teacher's outputs.
 
 The teacher runs once, before training, over every training row and every row of
 distill.unlabelled_file; its logits become a column of the training data, and each step's
@@ -6,11 +7,14 @@ loss is alpha × the soft-target loss + (1 − alpha) × the label loss (rows wi
 the soft-target loss only). No teacher forward pass per step: its outputs do not change
 between epochs (it runs in eval mode, without dropout).
 
-Soft-target loss: T²·KL(softmax(teacher/T) ‖ softmax(student/T)) for classes (Hinton et al.;
-the T² keeps its gradients the size of the label loss's), MSE to the teacher's value for
-regression. The teacher reads each row with its own tokenizer, so any student works; a
-student built with `model.from_teacher` shares the teacher's. After training, the teacher's
-scores on the evaluation sets and its agreement with the kept student go in metrics.json.
+Soft-target loss, by what the task's logits are (`soft_targets`): T²·KL(softmax(teacher/T) ‖
+softmax(student/T)) for classes (Hinton et al.; the T² keeps its gradients the size of the label
+loss's); for multi-label, each label's own: T²·KL between the Bernoullis sigmoid(teacher/T) and
+sigmoid(student/T) (binary cross-entropy less the teacher's entropy), beside the label loss's
+binary cross-entropy; MSE to the teacher's value for regression. The teacher reads each row
+with its own tokenizer, so any student works; a student built with `model.from_teacher` shares
+the teacher's. After training, the teacher's scores on the evaluation sets and its agreement
+with the kept student go in metrics.json.
 """
 
 from __future__ import annotations
@@ -58,10 +62,10 @@ class Teacher:
 
     def check_labels(self, task) -> None:
         """The student's labels (from the train data or data.label_names) must be the teacher's, in its order."""
-        if self.task.regression != task.regression:
-            kinds = {True: "a score (regression)", False: "classes"}
-            raise UserError(f"{KEY}: {self.path} predicts {kinds[self.task.regression]} but the train data has "
-                            f"{kinds[task.regression]} labels; distil from a teacher trained on this task")
+        if self.task.soft_targets != task.soft_targets:
+            kinds = {"score": "a score (regression)", "classes": "classes", "labels": "labels"}
+            raise UserError(f"{KEY}: {self.path} predicts {kinds[self.task.soft_targets]} but the train data has "
+                            f"{kinds[task.soft_targets]} labels; distil from a teacher trained on this task")
         if self.task.label_names != task.label_names:
             raise UserError(f"{KEY}: {self.path} has labels {self.task.label_names} but the train data has "
                             f"{task.label_names}; distil from a teacher of the same labels (data.label_names "
@@ -98,8 +102,9 @@ def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, trai
         unlabelled = len(rows)
         extra = task.encode(rows, "predict", path)
         extra = extra.remove_columns([c for c in extra.column_names if c not in train_enc.column_names])  # `truncated`
-        # Unlabelled rows: -100 is ignored by cross-entropy, NaN marks a missing score.
-        extra = extra.add_column("labels", [float("nan") if task.regression else -100] * len(extra))
+        # Unlabelled rows: -100 is ignored by cross-entropy, NaN marks a missing score (or label set).
+        missing = {"score": float("nan"), "classes": -100, "labels": [float("nan")] * len(task.label_names)}
+        extra = extra.add_column("labels", [missing[task.soft_targets]] * len(extra))
         extra = extra.cast(train_enc.features)
         train_enc = concatenate_datasets([train_enc, extra])
         logits = np.concatenate([logits, teacher.logits(accelerator, rows, path)[1]["logits"]])
@@ -108,8 +113,9 @@ def add_teacher_targets(cfg, task, tokenizer, teacher: Teacher, train_rows, trai
     return train_enc.add_column(TEACHER_LOGITS, [row.tolist() for row in logits]), unlabelled
 
 
-def loss_fn(temperature: float, alpha: float, regression: bool):
-    """The training loss of a distillation run: (model, batch with labels and teacher logits) → loss."""
+def loss_fn(temperature: float, alpha: float, targets: str):
+    """The training loss of a distillation run: (model, batch with labels and teacher logits) → loss.
+    `targets`: what the logits are (the task's `soft_targets`: classes, labels or score)."""
     import torch
     import torch.nn.functional as F
 
@@ -117,11 +123,21 @@ def loss_fn(temperature: float, alpha: float, regression: bool):
         teacher = batch.pop(TEACHER_LOGITS).float()
         labels = batch.pop("labels")
         student = model(**batch).logits.float()
-        if regression:
+        if targets == "score":
             student, teacher = student.view(-1), teacher.view(-1)
             soft = F.mse_loss(student, teacher)
             known = ~torch.isnan(labels)
             hard = F.mse_loss(student[known], labels[known].float()) if known.any() else student.sum() * 0
+        elif targets == "labels":
+            t = temperature
+            p = torch.sigmoid(teacher / t)
+            # Cross-entropy to the teacher's soft labels less their own entropy: the KL of the two
+            # Bernoullis per label, 0 where the student matches (same gradient, a readable loss).
+            soft = (F.binary_cross_entropy_with_logits(student / t, p)
+                    - F.binary_cross_entropy_with_logits(teacher / t, p)) * t * t
+            known = ~torch.isnan(labels).any(-1)
+            hard = (F.binary_cross_entropy_with_logits(student[known], labels[known].float()) if known.any()
+                    else student.sum() * 0)
         else:
             t = temperature
             soft = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
@@ -135,7 +151,8 @@ def loss_fn(temperature: float, alpha: float, regression: bool):
 
 def report(accelerator, teacher: Teacher, task, eval_rows: dict, eval_sets: dict, student) -> dict:
     """The teacher's scores on each evaluation set, and its agreement with `student` (the kept model):
-    the share of rows with the same label (classes), the Pearson correlation of their outputs (scores)."""
+    the share of rows with the same label (classes) or the same label set (multi-label, each model with
+    its own thresholds), the Pearson correlation of their outputs (scores)."""
     import numpy as np
 
     from lmctl.config import metric_key
@@ -149,8 +166,10 @@ def report(accelerator, teacher: Teacher, task, eval_rows: dict, eval_sets: dict
             out[f"teacher_eval_{metric_key(eval_set, k)}"] = float(v)
         student_out = run_inference(accelerator, student, task, eval_sets[eval_set], teacher.batch_size)
         s, t = np.asarray(student_out["logits"]), np.asarray(teacher_out["logits"])
-        if task.regression:
+        if task.soft_targets == "score":
             agreement = float(np.corrcoef(s.reshape(-1), t.reshape(-1))[0, 1])
+        elif task.soft_targets == "labels":
+            agreement = float((task.label_sets(s) == teacher.task.label_sets(t)).all(-1).mean())
         else:
             agreement = float((s.argmax(-1) == t.argmax(-1)).mean())
         out[f"eval_{metric_key(eval_set, 'teacher_agreement')}"] = agreement
@@ -214,7 +233,7 @@ class Distillation:
     def loss_fn(self, task):
         """The soft-target loss mixed with the label loss; None (the model's own loss) at alpha 0."""
         d = self.cfg.distill
-        return loss_fn(d.temperature, d.alpha, task.regression) if d.alpha > 0 else None
+        return loss_fn(d.temperature, d.alpha, task.soft_targets) if d.alpha > 0 else None
 
     def report(self, task, tokenizer, eval_rows: dict, eval_sets: dict, out, accelerator) -> dict:
         """After training: the teacher's scores and its agreement with the kept student (in `out`)."""

@@ -164,6 +164,7 @@ BERT = Family(
                         mask_token="[MASK]"),
     quirks=(),
     heads={"text-classification": "BertForSequenceClassification", "reranking": "BertForSequenceClassification",
+           "multi-label-classification": "BertForSequenceClassification",
            "question-answering": "BertForQuestionAnswering", "masked-lm": "BertForMaskedLM",
            "causal-lm": "BertLMHeadModel", "token-classification": "BertForTokenClassification"},
     layer_stacks=("encoder.layer",), depth_fields=("num_hidden_layers",), embeddings=("embeddings",),
@@ -187,6 +188,7 @@ GPT2 = Family(
                         pad_token="<|endoftext|>"),
     quirks=(pad_from_eos,),
     heads={"text-classification": "GPT2ForSequenceClassification", "reranking": "GPT2ForSequenceClassification",
+           "multi-label-classification": "GPT2ForSequenceClassification",
            "question-answering": "GPT2ForQuestionAnswering", "causal-lm": "GPT2LMHeadModel",
            "token-classification": "GPT2ForTokenClassification"},
     layer_stacks=("h",), depth_fields=("n_layer",), embeddings=("wte", "wpe"),
@@ -209,6 +211,7 @@ T5 = Family(
     special_tokens=dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>"),  # T5's layout: pad 0, eos 1, unk 2
     quirks=(decoder_start_from_pad,),
     heads={"text-classification": "T5ForSequenceClassification", "reranking": "T5ForSequenceClassification",
+           "multi-label-classification": "T5ForSequenceClassification",
            "question-answering": "T5ForQuestionAnswering", "seq2seq": "T5ForConditionalGeneration",
            "span-corruption": "T5ForConditionalGeneration", "token-classification": "T5ForTokenClassification"},
     layer_stacks=("encoder.block", "decoder.block"), depth_fields=("num_layers", "num_decoder_layers"),

@@ -208,3 +208,30 @@ def chromium() -> str:
             pytest.fail("headless Chromium is not installed; .ci/run installs it (Debian: apt install chromium)")
         pytest.skip("headless Chromium is not installed (Debian: apt install chromium)")
     return browser
+
+
+# ---- a multi-label run whose labels are decided by trigger words ---------------------------------
+# Each label's trigger is a whole token of the tiny tokenizers; the filler below never holds one.
+TRIGGERS = {"food": "bread", "weather": "cold", "travel": "map", "tech": "phone"}
+_FILLER_OBJECTS = [o for o in tiny.OBJECTS if not any(t in o for t in TRIGGERS.values())]
+
+
+def multilabel_rows(n: int, seed: int, pairs: bool = False, p: float = 0.35) -> list[dict]:
+    """Rows whose labels (a list, in no order) are the labels whose trigger word was inserted, each
+    with probability `p` independently: several per row, and some rows with none (`[]`). With
+    `pairs`, columns `text` and `pair`, each trigger landing in either; else `text` alone."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        parts = [f"{rng.choice(tiny.SUBJECTS)} {rng.choice(tiny.VERBS)}".split(),
+                 f"{rng.choice(_FILLER_OBJECTS)} {rng.choice(tiny.PLACES)}".split()]
+        labels = [label for label in TRIGGERS if rng.random() < p]
+        rng.shuffle(labels)
+        for label in labels:
+            words = parts[rng.randrange(2)]
+            words.insert(rng.randrange(len(words) + 1), TRIGGERS[label])
+        if pairs:
+            rows.append({"text": " ".join(parts[0]), "pair": " ".join(parts[1]), "label": labels})
+        else:
+            rows.append({"text": " ".join(parts[0] + parts[1]), "label": labels})
+    return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers import cli, sentiment_rows, set_args, write_rows
+from helpers import cli, multilabel_rows, sentiment_rows, set_args, write_rows
 
 SHORT = ["training.max_steps=3", "training.batch_size=4", "training.max_length=48", "training.eval_strategy=no",
          "training.logging_steps=1"]
@@ -114,6 +114,8 @@ FINETUNED = {
                        lambda n, s: sentiment_rows(n, s), ["classify"]),
     "pairs-regression": ("gpt2", {"text_column": "a", "text_pair_column": "b", "label_column": "score"},
                          _pairs, ["classify"]),
+    "multi-label-classification": ("bert", {"text_column": "text", "label_column": "label"}, multilabel_rows,
+                                   ["classify"]),
     "question-answering": ("bert", {}, _qa, ["extract"]),
     "reranking": ("bert", {"text_column": "query", "text_pair_column": "passage", "label_column": "label",
                            "query_id_column": "qid"}, _rerank, ["rank"]),

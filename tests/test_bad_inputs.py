@@ -144,6 +144,11 @@ NUMBER_TEXT = ('{"sentence": "The cat was great.", "label": "positive"}\n'
                '{"sentence": 7, "label": "negative"}\n')
 ONE_LABEL = "sentence\tlabel\nThe cat was great.\tpositive\nThe chef was warm.\tpositive\n"
 UNSEEN_LABEL = "sentence\tlabel\nThe cat was great.\tpositive\nA dog was cold.\tnegative\nIt was quiet.\tneutral\n"
+# Multi-label rows: comma-separated labels in a TSV cell (the sentiment rows' single labels are sets of one).
+ML_UNSEEN_LABEL = "sentence\tlabel\nThe cat was great.\tpositive\nA dog was cold.\tnegative,sport\n"
+ML_UNREADABLE = "sentence\tlabel\nThe cat was great.\tpositive\nA dog was cold.\t[negative, positive\n"
+ML_NOT_A_LIST = ('{"sentence": "The cat was great.", "label": {"positive": 1}}\n'
+                 '{"sentence": "A dog was cold.", "label": {"negative": 1}}\n')
 
 
 def _finetune(e: Env, *extra: str, **sections) -> list[str]:
@@ -152,6 +157,10 @@ def _finetune(e: Env, *extra: str, **sections) -> list[str]:
 
 def _train_file(e: Env, name: str, content: str | bytes) -> list[str]:
     return e.finetune_with(train_file=str(e.write(name, content)))
+
+
+def _multi_label(e: Env, **data) -> list[str]:
+    return _finetune(e, task="multi-label-classification", data=data)
 
 
 def _model(e: Env, name_or_path) -> list[str]:
@@ -211,6 +220,18 @@ CASES = [
     Case("single-label", lambda e: _train_file(e, "one.tsv", ONE_LABEL), ("only one label", "'positive'")),
     Case("label-names-incomplete", lambda e: e.finetune_with(label_names=["negative", "neutral"]),
          ("data.label_names", "'positive'")),
+    Case("multi-label-threshold-out-of-range",
+         lambda e: _finetune(e, task="multi-label-classification", training={"threshold": 1.5}),
+         ("training.threshold", "between 0 and 1", "1.5"), subprocess=True),
+    Case("multi-label-unreadable-labels",
+         lambda e: _multi_label(e, train_file=str(e.write("ml.tsv", ML_UNREADABLE))),
+         ("ml.tsv", "row 2", "'[negative, positive'", "JSON list")),
+    Case("multi-label-labels-not-a-list",
+         lambda e: _multi_label(e, train_file=str(e.write("ml.jsonl", ML_NOT_A_LIST))),
+         ("ml.jsonl", "row 1", "cannot read", "label")),
+    Case("multi-label-unseen-label-at-evaluation",
+         lambda e: _multi_label(e, validation_file=str(e.write("mldev.tsv", ML_UNSEEN_LABEL))),
+         ("mldev.tsv", "row 2", "'sport'", "not seen in training")),
     Case("hub-dataset-offline", lambda e: e.finetune_with(train_file=None, dataset_name="glue"),
          ("data.dataset_name", "hub")),
     # ---- output directory ----

@@ -176,7 +176,7 @@ def test_span_corruption_needs_three_tokens(tmp_path):
 
 def test_pooling_is_for_gpt2_text_classification(tmp_path):
     lm = write(tmp_path, "task: causal-lm\nmodel:\n  pooling: mean\n")
-    assert "only text-classification chooses a pooling, not causal-lm" in user_error(config_lib.load_config, lm)
+    assert "only text-classification, multi-label-classification chooses a pooling, not causal-lm" in user_error(config_lib.load_config, lm)
     scratch = write(tmp_path, "task: text-classification\nmodel:\n  from_scratch: {family: bert}\n  pooling: mean\n")
     assert "bert pools its own way" in user_error(config_lib.load_config, scratch)
     cfg = config_lib.load_config(scratch, ["model.from_scratch.family=gpt2"])

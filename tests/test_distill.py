@@ -78,14 +78,14 @@ def test_the_loss_mixes_soft_targets_and_labels_and_skips_missing_labels():
     def model(**batch):
         return SimpleNamespace(logits=student)
 
-    got = loss_fn(temperature=3.0, alpha=0.25, regression=False)(model, {"teacher_logits": teacher, "labels": labels})
+    got = loss_fn(temperature=3.0, alpha=0.25, targets="classes")(model, {"teacher_logits": teacher, "labels": labels})
     soft = sum(float((F.softmax(t / 3, -1) * (F.log_softmax(t / 3, -1) - F.log_softmax(s / 3, -1))).sum())
                for s, t in zip(student, teacher)) / 3 * 9
     hard = (F.cross_entropy(student[0:1], labels[0:1]) + F.cross_entropy(student[2:3], labels[2:3])) / 2
     assert math.isclose(float(got), 0.25 * soft + 0.75 * float(hard), rel_tol=1e-5)
 
     values, targets, scores = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [4.0]]), torch.tensor([3.0, float("nan")])
-    got = loss_fn(2.0, 0.5, regression=True)(lambda **b: SimpleNamespace(logits=values),
+    got = loss_fn(2.0, 0.5, targets="score")(lambda **b: SimpleNamespace(logits=values),
                                               {"teacher_logits": targets, "labels": scores})
     # soft: MSE to the teacher on both rows, (1 + 4) / 2; hard: the one labelled row, (1 - 3)^2.
     assert math.isclose(float(got), 0.5 * 2.5 + 0.5 * 4.0, rel_tol=1e-6)

@@ -168,6 +168,7 @@ ROBERTA = families.Family(
                         unk_token="<unk>", mask_token="<mask>"),
     quirks=(),
     heads={"text-classification": "RobertaForSequenceClassification",
+           "multi-label-classification": "RobertaForSequenceClassification",
            "reranking": "RobertaForSequenceClassification", "question-answering": "RobertaForQuestionAnswering",
            "masked-lm": "RobertaForMaskedLM", "causal-lm": "RobertaForCausalLM",
            "token-classification": "RobertaForTokenClassification"},

@@ -19,6 +19,7 @@ EXPECTED_METRICS = {
     "f1",
     "matthews_correlation",
     "mse",
+    "multi_label",
     "pearsonr",
     "precision",
     "ranking",
@@ -141,6 +142,25 @@ def test_undefined_precision_is_zero_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert compute("precision", predictions=[0, 0], references=[1, 0]) == {"precision": 0.0}
+
+
+def test_multi_label_hand_counted():
+    # Labels a, b, c over 4 rows. a: TP 2 (rows 0, 1), FP 1 (row 2), FN 0 -> P 2/3, R 1, F1 0.8.
+    # b: TP 1 (row 1), FP 0, FN 1 (row 3) -> P 1, R 1/2, F1 2/3. c: never true, never predicted -> 0 (zero_division).
+    # Micro: TP 3, FP 1, FN 1 -> P 3/4, R 3/4, F1 3/4. Rows exactly right: 0 and 1 of 4.
+    pred = [[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    ref = [[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = compute("multi_label", predictions=pred, references=ref)
+    assert got["micro_precision"] == pytest.approx(0.75) and got["micro_recall"] == pytest.approx(0.75)
+    assert got["micro_f1"] == pytest.approx(0.75)
+    assert got["f1"] == pytest.approx([0.8, 2 / 3, 0.0])
+    assert got["precision"] == pytest.approx([2 / 3, 1.0, 0.0]) and got["recall"] == pytest.approx([1.0, 0.5, 0.0])
+    assert got["support"] == [2, 2, 0]
+    assert got["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 3)
+    assert got["macro_precision"] == pytest.approx((2 / 3 + 1) / 3) and got["macro_recall"] == pytest.approx(0.5)
+    assert got["subset_accuracy"] == pytest.approx(0.5)
 
 
 def test_matthews_correlation():

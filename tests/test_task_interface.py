@@ -21,7 +21,7 @@ REQUIRED = ("columns", "texts", "build_model", "load_model", "encode", "collate"
             "compute_metrics", "predict_records")
 # Hooks with a default in Task, which a task may override.
 DEFAULTED = ("fit", "bind", "on_bind", "text_columns", "eval_collate", "count_examples", "confusion",
-             "arrange_predictions", "explanation_inputs")
+             "arrange_predictions", "explanation_inputs", "tune")
 # Class-level hooks with a default, which config validation, compare and training call on the class.
 CLASS_HOOKS = ("check_config", "greater_is_better")
 ATTRIBUTES = ("name", "auto_class", "main_metric", "metric_names", "higher_is_better", "lower_is_better",

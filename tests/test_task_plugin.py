@@ -173,7 +173,8 @@ def test_its_config_rule_runs_up_front_as_one_line(registered, tiny_models, tmp_
     result = cli("finetune", config, code=2)
     assert result.stderr.strip() == f"error: {config}: training.max_length: {NAME} reads at most 64 tokens, not 100"
     # The generic rules read its declarations too: it neither distils nor streams nor pretrains.
-    assert "distillation is for text-classification (classes or scores), not text-length-bucket" in \
+    assert ("distillation is for text-classification, multi-label-classification (classes, labels or scores), not "
+            "text-length-bucket") in \
         cli("finetune", config, "--set", "training.max_length=24", "--set", "distill.teacher=x", code=2).stderr
     assert "only the pretraining objectives read streams" in \
         cli("finetune", config, "--set", "training.max_length=24", "--set", "data.streaming=true", code=2).stderr

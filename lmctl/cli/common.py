@@ -22,9 +22,17 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-e
 ModelConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", "-c", help="Config for columns/task; default: the run's config.yaml.")]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", help="Task, when the model directory has no config.yaml.")]
+MinLabelsOpt = Annotated[Optional[int], typer.Option(
+    "--min-labels", min=0, help="Multi-label classification: a row with fewer labels past their thresholds gets its "
+                                "highest-scoring other labels up to N (default: the run's training.min_labels).")]
 MergeOpt = Annotated[bool, typer.Option("--merge", help="Fold a LoRA adapter into its base model's weights first.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in output_dir.")]
 ResumeFromOpt = Annotated[Optional[str], typer.Option("--resume-from", help="Continue from this checkpoint folder.")]
+
+
+def with_min_labels(overrides: list[str] | None, min_labels: int | None) -> list[str]:
+    """The --set overrides plus --min-labels, as the config key it stands for (training.min_labels)."""
+    return [*(overrides or []), *([f"training.min_labels={min_labels}"] if min_labels is not None else [])]
 
 
 def guarded(fn):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import ModelConfigOpt, SetOpt, TaskOpt, guarded
+from lmctl.cli.common import MinLabelsOpt, ModelConfigOpt, SetOpt, TaskOpt, guarded, with_min_labels
 from lmctl.errors import EXIT_GATE_FAILED, UserError
 
 
@@ -41,6 +41,7 @@ def evaluate(
         Optional[list[str]],
         typer.Option("--fail-under", help="METRIC=VALUE: exit 1 if METRIC is below VALUE (repeatable)."),
     ] = None,
+    min_labels: MinLabelsOpt = None,
 ) -> None:
     """Evaluate MODEL on labelled data: a metrics table, optional JSON, optional gates."""
     from lmctl import config as config_lib
@@ -51,7 +52,7 @@ def evaluate(
     if output is not None:
         check_output_file(output, "--output")
     gates = parse_gates(fail_under or [])
-    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
+    cfg = config_lib.config_for_model(model, config, with_min_labels(set_, min_labels), task, overrides_key="--set")
     console = Console()
     results = run.evaluate(cfg, model, data, batch_size, console, gates=gates, max_tokens=max_tokens)
     out = Console(stream=sys.stdout)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import ModelConfigOpt, SetOpt, TaskOpt, guarded
+from lmctl.cli.common import MinLabelsOpt, ModelConfigOpt, SetOpt, TaskOpt, guarded, with_min_labels
 from lmctl.data import CHUNK_ROWS
 
 
@@ -35,6 +35,7 @@ def predict(
     explain_steps: Annotated[int, typer.Option("--explain-steps", min=2, help="Integrated Gradients steps.")] = 50,
     explain_html: Annotated[Optional[Path], typer.Option(
         "--explain-html", help="Also write the explanations as a self-contained HTML page (implies --explain).")] = None,
+    min_labels: MinLabelsOpt = None,
 ) -> None:
     """Predict with MODEL for every row of INPUT; one JSON object per line, in input order."""
     from lmctl import config as config_lib
@@ -45,7 +46,7 @@ def predict(
     for path, key in ((output, "--output"), (explain_html, "--explain-html")):
         if path is not None:
             check_output_file(path, key)  # before the model loads, not after every row was predicted
-    cfg = config_lib.config_for_model(model, config, set_ or [], task, overrides_key="--set")
+    cfg = config_lib.config_for_model(model, config, with_min_labels(set_, min_labels), task, overrides_key="--set")
     explaining = explain or explain_html is not None
     records = run.predict(cfg, model, input, batch_size, Console(), mode, explain_steps if explaining else None,
                           chunk_rows, max_tokens)

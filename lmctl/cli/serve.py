@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lmctl.cli.common import ModelConfigOpt, SetOpt, TaskOpt, guarded
+from lmctl.cli.common import MinLabelsOpt, ModelConfigOpt, SetOpt, TaskOpt, guarded, with_min_labels
 
 
 @guarded
@@ -44,13 +44,15 @@ def serve(
     explain_steps: Annotated[int, typer.Option(
         "--explain-steps", min=2, help="Integrated Gradients steps for POST /predict?explain=true.")] = 20,
     log_format: Annotated[str, typer.Option("--log-format", help="text | json: one line per batch at most.")] = "text",
+    min_labels: MinLabelsOpt = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /predict, GET /health, /info, /metrics, /docs and a page at /."""
     from lmctl.serve import ServeOptions
     from lmctl.serve import serve as run_server
 
     run_server(ServeOptions(
-        model=model, host=host, port=port, config=config, overrides=list(set_ or []), task=task, mode=mode,
+        model=model, host=host, port=port, config=config, overrides=with_min_labels(set_, min_labels), task=task,
+        mode=mode,
         max_batch_size=max_batch_size, max_tokens=max_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
         max_rows_per_request=max_rows_per_request, max_body_bytes=max_body_bytes,
         api_key=api_key or None, threads=threads, workers=workers,

@@ -383,10 +383,14 @@ class Recipe:
         t, st = self.t, self.st
         step = st.completed_steps
         metrics = {}
-        for eval_set, encoded in self.eval_sets.items():
+        scorer = self.task
+        for i, (eval_set, encoded) in enumerate(self.eval_sets.items()):
             outputs = run_inference(self.accelerator, self.model, self.task, encoded, t.eval_batch)
+            if i == 0:  # what the task chooses here (multi-label thresholds) belongs to this model: saved with it
+                stored, scorer = self.task.tune(outputs, encoded)
+                self.accelerator.unwrap_model(self.model).config.update(stored)
             metrics.update({metric_key(eval_set, k): float(v)
-                            for k, v in self.task.compute_metrics(outputs, encoded).items()})
+                            for k, v in scorer.compute_metrics(outputs, encoded).items()})
         improved = st.update_best(self.best_metric, self.greater, metrics, step)
         st.last_eval_step, st.last_metrics = step, metrics
         self.log({"step": step, "epoch": round(epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})

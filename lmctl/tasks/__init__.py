@@ -18,6 +18,7 @@ from lmctl import wiring
 
 TASKS: dict[str, str | type] = {
     "text-classification": "lmctl.tasks.classification:ClassificationTask",
+    "multi-label-classification": "lmctl.tasks.multi_label:MultiLabelTask",
     "question-answering": "lmctl.tasks.question_answering:QuestionAnsweringTask",
     "seq2seq": "lmctl.tasks.seq2seq:Seq2SeqTask",
     "reranking": "lmctl.tasks.reranking:RerankingTask",

@@ -58,7 +58,9 @@ class Task(Protocol):
     finetunes: bool = True
     """Whether `lmctl finetune` runs it (span corruption is a pretraining objective only)."""
     distills: bool = False
-    """Whether a config may add a `distill` section (the loss needs the task's logits and labels)."""
+    """Whether a config may add a `distill` section (the loss needs the task's logits and labels). Such a
+    task says what its logits are in `soft_targets`: "classes" (one softmax), "labels" (a sigmoid each)
+    or "score" (a regression value), which picks lmctl.distill's soft-target loss."""
     chooses_pooling: bool = False
     """Whether `model.pooling` means anything for this task (a decoder classifier's pooled state)."""
     label_keys: tuple[str, ...] = ()
@@ -159,6 +161,14 @@ class Task(Protocol):
     def compute_metrics(self, outputs: dict[str, Any], encoded) -> dict[str, float]:
         """Gathered, input-ordered outputs of `eval_step` → metrics (plain floats)."""
         ...
+
+    def tune(self, outputs: dict[str, Any], encoded) -> tuple[dict[str, Any], "Task"]:
+        """What the task chooses on the first evaluation set's outputs at each evaluation during
+        training (multi-label's per-label thresholds): (model-config values, the task that applies
+        them). The engine writes the values into the model's config, so the kept model's config.json
+        holds those of its own evaluation, and scores every set of that evaluation with the returned
+        task. Default: nothing to choose."""
+        return {}, self
 
     def predict_records(self, outputs: dict[str, Any], encoded) -> list[dict]:
         """Gathered outputs → one JSON-able record per input row, in input order."""

@@ -45,6 +45,11 @@ class ClassificationTask(Task):
     label_keys = ("data.label_column",)
     # The soft-target loss compares class (or score) logits with the teacher's: lmctl.distill.
     distills = True
+
+    @property
+    def soft_targets(self) -> str:
+        return "score" if self.regression else "classes"
+
     # A decoder classifier pools its states; `model.pooling` picks how (lmctl.models.POOLING_KEY).
     chooses_pooling = True
     onnx_outputs = ("logits",)
@@ -107,20 +112,9 @@ class ClassificationTask(Task):
         self._label_to_id.update({n: i for i, n in enumerate(self.label_names)})
 
     def _model_kwargs(self) -> dict:
-        from lmctl.models import POOLING_KEY
-
         if self.regression:
-            kwargs = dict(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
-        else:
-            kwargs = dict(
-                num_labels=len(self.label_names),
-                problem_type="single_label_classification",
-                id2label=dict(enumerate(self.label_names)),
-                label2id={n: i for i, n in enumerate(self.label_names)},
-            )
-        if self.cfg.model.pooling:
-            kwargs[POOLING_KEY] = self.cfg.model.pooling
-        return kwargs
+            return head_config(self.cfg, ["score"], "regression")
+        return head_config(self.cfg, self.label_names, "single_label_classification")
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
@@ -149,36 +143,17 @@ class ClassificationTask(Task):
     # ---- data -------------------------------------------------------------------
     def texts(self, ds):
         """The raw text a tokenizer trained for this task should see."""
-        for column in (self.text_column, self.pair_column):
-            if column:
-                yield from ds[column]
+        return column_texts(ds, self.text_column, self.pair_column)
 
     def encode(self, ds, split: str, source: str):
+        def labels(batch):
+            raw = batch[self.label_column]
+            return [float(v) for v in raw] if self.regression else [self._label_to_id[v] for v in raw]
+
         with_labels = split != "predict"
-        tokenizer = self.tokenizer
-        check_column_values_are_text(ds, self.text_column, source)
-        check_column_values_are_text(ds, self.pair_column, source)
-        if with_labels:
-            self._check_labels(ds, source)
-        pair = self.pair_column
-
-        def tokenize(batch):
-            texts = batch[self.text_column]
-            pairs = batch[pair] if pair else None
-            full = tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
-            enc = tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-            enc["num_tokens"] = [len(ids) for ids in full]
-            enc["length"] = [len(ids) for ids in enc["input_ids"]]
-            if not with_labels:  # predict's records say which rows were cut
-                enc["truncated"] = [n > self.max_length for n in enc["num_tokens"]]
-            if with_labels:
-                raw = batch[self.label_column]
-                enc["labels"] = [float(v) for v in raw] if self.regression else [self._label_to_id[v] for v in raw]
-            return enc
-
-        encoded = map_batches(ds, tokenize, remove_columns=ds.column_names, desc=None)
-        report_truncation(self.console, count_truncated(encoded, self.max_length), len(encoded), self.max_length, source)
-        return encoded.remove_columns(["num_tokens"])
+        return encode_texts(ds, self.tokenizer, self.text_column, self.pair_column, self.max_length, source,
+                            self.console, labels if with_labels else None,
+                            (lambda: self._check_labels(ds, source)) if with_labels else None)
 
     def _check_labels(self, ds, source: str) -> None:
         for i, v in enumerate(ds[self.label_column]):
@@ -192,23 +167,14 @@ class ClassificationTask(Task):
                                         f"{', '.join(self.label_names)}")
 
     def collate(self, features: list[dict]) -> dict:
-        # Made per batch (a dataclass that holds the tokenizer: nothing to build once), so binding
-        # imports no transformers: an ONNX export predicts without it (Task.light_inputs).
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(self.tokenizer)(features)
+        return collate_padded(self.tokenizer, features)
 
     predict_modes = ("classify",)
     mode = "classify"
 
     # ---- evaluation and prediction ------------------------------------------------
     def eval_step(self, model, batch) -> dict:
-        labels = batch.pop("labels", None)
-        logits = model(**batch).logits.float()
-        out = {"logits": logits}
-        if labels is not None:
-            out["labels"] = labels
-        return out
+        return logits_step(model, batch)
 
     def compute_metrics(self, outputs: dict, encoded=None) -> dict[str, float]:
         from lmctl import metrics
@@ -257,6 +223,76 @@ class ClassificationTask(Task):
                 "scores": {n: round(float(p), 6) for n, p in zip(self.label_names, row)},
             })
         return records
+
+
+# What every sequence classifier shares (multi_label.py calls these too): its texts, their encoding,
+# padding and the forward pass that yields logits.
+def column_texts(ds, text_column: str, pair_column: str | None):
+    """The texts of both columns of a single-text or pair task, for a tokenizer to train on."""
+    for column in (text_column, pair_column):
+        if column:
+            yield from ds[column]
+
+
+def head_config(cfg, names: list[str], problem_type: str, **extra) -> dict:
+    """The config values a sequence-classification head is built with: one output per name, the
+    names (`id2label`), the problem type, a decoder's pooling (model.pooling) and `extra` task state
+    the model keeps in its config."""
+    from lmctl.models import POOLING_KEY
+
+    kwargs = dict(num_labels=len(names), problem_type=problem_type, id2label=dict(enumerate(names)),
+                  label2id={n: i for i, n in enumerate(names)}, **extra)
+    if cfg.model.pooling:
+        kwargs[POOLING_KEY] = cfg.model.pooling
+    return kwargs
+
+
+def encode_texts(ds, tokenizer, text_column: str, pair_column: str | None, max_length: int, source: str, console,
+                 labels=None, check_labels=None):
+    """Texts (or pairs) → token ids cut at `max_length`, `length`, and where `labels` is None (predict)
+    `truncated`; `labels(batch) → one label value per row` adds `labels` (training and evaluation),
+    after `check_labels()` (raising the bad row's RowError) once the text columns passed theirs.
+    Rows cut at `max_length` are reported on `console`."""
+    check_column_values_are_text(ds, text_column, source)
+    check_column_values_are_text(ds, pair_column, source)
+    if check_labels is not None:
+        check_labels()
+
+    def tokenize(batch):
+        texts = batch[text_column]
+        pairs = batch[pair_column] if pair_column else None
+        full = tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        enc["num_tokens"] = [len(ids) for ids in full]
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        if labels is None:  # predict's records say which rows were cut
+            enc["truncated"] = [n > max_length for n in enc["num_tokens"]]
+        else:
+            enc["labels"] = labels(batch)
+        return enc
+
+    encoded = map_batches(ds, tokenize, remove_columns=ds.column_names, desc=None)
+    report_truncation(console, count_truncated(encoded, max_length), len(encoded), max_length, source)
+    return encoded.remove_columns(["num_tokens"])
+
+
+def collate_padded(tokenizer, features: list[dict]) -> dict:
+    """Encoded rows padded to the batch's longest, as tensors."""
+    # Made per batch (a dataclass that holds the tokenizer: nothing to build once), so binding
+    # imports no transformers: an ONNX export predicts without it (Task.light_inputs).
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)(features)
+
+
+def logits_step(model, batch) -> dict:
+    """The classifier's logits (and the batch's labels, where it has them) for each row."""
+    labels = batch.pop("labels", None)
+    logits = model(**batch).logits.float()
+    out = {"logits": logits}
+    if labels is not None:
+        out["labels"] = labels
+    return out
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

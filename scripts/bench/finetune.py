@@ -77,25 +77,6 @@ def read_tsv(path: str):
                        encoding="utf-8")
 
 
-def _progress_callback(interval_s: float = 30.0):
-    """One progress line every `interval_s` (tqdm is off), like lmctl's non-terminal output."""
-    from transformers import TrainerCallback
-
-    class Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = self.last = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
-            if now - self.last >= interval_s or state.global_step == state.max_steps:
-                self.last = now
-                elapsed = now - self.start
-                eta = elapsed / state.global_step * (state.max_steps - state.global_step)
-                print(f"train {state.global_step}/{state.max_steps}  elapsed {elapsed:.0f}s  eta {eta:.0f}s", flush=True)
-
-    return Progress()
-
-
 def run_trainer(args: argparse.Namespace) -> None:
     """Plain Hugging Face fine-tuning, the way a run_glue-style script does it with defaults."""
     import numpy as np
@@ -124,7 +105,7 @@ def run_trainer(args: argparse.Namespace) -> None:
 
     targs = common.training_arguments(args, logging_steps=10**9, num_train_epochs=args.epochs)
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[_progress_callback()])
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[common.progress_callback()])
     train_out, optimizer_facts = common.train(trainer, f"{len(train_ds)} train rows",
                                               f"sampler {targs.train_sampling_strategy}")
     m = train_out.metrics
@@ -204,9 +185,7 @@ def main() -> None:
 
     import torch
 
-    model = args.model or common.default_model()
-    if not (Path(model) / "config.json").is_file():
-        sys.exit(f"error: --model {model}: not a model directory (no config.json)")
+    model = common.local_model(args.model)
     data = Path(args.data)
     for name in ("train.tsv", "dev.tsv"):
         if not (data / name).is_file():
