@@ -231,9 +231,12 @@ def scratch_config(family: str, size: str, overrides: dict, tokenizer, max_lengt
     return cls(**values)
 
 
-def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer, max_length: int, **task_kwargs):
+def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer, max_length: int,
+                init_new=None, **task_kwargs):
     """A task's model: from a checkpoint (with LoRA adapters when model.peft is set), or randomly
-    initialised from a size preset."""
+    initialised from a size preset. `init_new(model, new)`, where given, sets what the task knows
+    about its new weights before any adapter wraps them; `new(name)` says whether the parameter
+    `name` was freshly initialised (not in the checkpoint)."""
     scratch = model_cfg.from_scratch
     if scratch is None:
         if adapters.is_adapter_dir(name_or_path):
@@ -242,10 +245,15 @@ def build_model(auto_class: str, model_cfg, name_or_path: str | None, tokenizer,
         model, missing = _from_pretrained(auto_class, name_or_path, tokenizer, model_cfg.trust_remote_code,
                                           "model.name_or_path", model_cfg.allow_pickle_weights, **task_kwargs)
         model = apply_pooling(model)
+        if init_new is not None:
+            init_new(model, set(missing).__contains__)
         return adapters.wrap(model, model_cfg.peft, name_or_path, missing) if model_cfg.peft else model
     # Config validation already refused a family without a head for this task (lmctl.families).
     config = scratch_config(scratch.family, scratch.size, scratch.overrides, tokenizer, max_length, **task_kwargs)
-    return apply_pooling(_auto(auto_class).from_config(config))
+    model = apply_pooling(_auto(auto_class).from_config(config))
+    if init_new is not None:
+        init_new(model, lambda name: True)
+    return model
 
 
 def student_from_teacher(teacher_model, layers: list[int]):

@@ -327,6 +327,39 @@ def test_ids_index_label_names_and_names_are_sorted_otherwise():
         task.fit({"label": [[], "[]"]})
 
 
+@pytest.mark.parametrize("family,head", [("bert", "classifier"), ("t5", "classification_head.out_proj"),
+                                         ("gpt2", "score")])
+def test_a_new_head_starts_at_each_labels_frequency(tiny_models, family, head):
+    """The output bias is the log-odds of each label's share of the train rows (add-one smoothed):
+    8 rows, `a` in 6, `b` in 1, `c` in none → 7/10, 2/10, 1/10. GPT-2's head has no bias."""
+    import torch
+    from transformers import AutoTokenizer
+
+    task = _task(data={"label_names": ["a", "b", "c"]})
+    task.fit({"label": [["a"]] * 5 + [["a", "b"], [], []]})
+    model = task.build_model(str(tiny_models[family]), AutoTokenizer.from_pretrained(tiny_models[family]))
+    bias = model.get_submodule(head).bias
+    if family == "gpt2":
+        assert bias is None
+        return
+    expected = [math.log(p / (1 - p)) for p in (0.7, 0.2, 0.1)]
+    assert torch.sigmoid(bias).tolist() == pytest.approx([0.7, 0.2, 0.1], abs=1e-6)
+    assert bias.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_head_the_checkpoint_has_keeps_its_bias(trained):
+    """Finetuning a multi-label run further starts from its trained head, not from the priors."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    run, _, _ = trained("bert")
+    saved = load_file(run / "model.safetensors")["classifier.bias"]
+    task = _task(data={"label_names": LABELS})
+    task.fit({"label": [[LABELS[0]]] * 9 + [[]]})  # other priors than the run's data
+    model = task.build_model(str(run), AutoTokenizer.from_pretrained(run))
+    assert model.classifier.bias.tolist() == pytest.approx(saved.tolist())
+
+
 def test_decide_applies_thresholds_then_min_labels():
     probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.3, 0.2], [0.45, 0.5, 0.05]])
     thresholds = np.array([0.5, 0.25, 0.7])

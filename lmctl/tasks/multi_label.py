@@ -111,6 +111,10 @@ class MultiLabelTask(Task):
                             f"position in the list (0 to {len(given) - 1}); add it")
         threshold = self.cfg.training.threshold
         self.thresholds = np.full(len(self.label_names), 0.5 if threshold == "tune" else threshold)
+        counts = np.zeros(len(self.label_names))
+        for labels in rows:
+            counts[[self._label_to_id[label] for label in set(labels)]] += 1
+        self.frequencies = (counts + 1) / (len(rows) + 2)  # add-one: a label no row has is rare, not impossible
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
@@ -118,7 +122,27 @@ class MultiLabelTask(Task):
 
         head = head_config(self.cfg, self.label_names, "multi_label_classification",
                            **{THRESHOLDS_KEY: self.thresholds.tolist()})
-        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length, **head)
+        return build_model(self.auto_class, self.cfg.model, name_or_path, tokenizer, self.max_length,
+                           init_new=self._start_at_priors, **head)
+
+    def _start_at_priors(self, model, new) -> None:
+        """A new head starts out predicting each label's frequency in train: its output bias is the
+        log-odds of that frequency (the prior initialisation of Lin et al., 2017, "Focal Loss").
+        From zero, every sigmoid starts at 0.5 against labels that are mostly 0, and the first
+        steps' large, input-independent gradient drags the whole network toward "no label": on
+        GoEmotions (28 labels, 1.2 a row) all-MiniLM-L6-v2 at lr 1e-4 collapsed to one output for
+        every input (docs/benchmarks.md#multi-label-goemotions). A head without a bias (GPT-2's
+        `score`) or one the checkpoint already has is left as it is."""
+        import torch
+
+        names = [n for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and m.out_features == len(self.label_names)]
+        if not names:
+            return
+        head = model.get_submodule(names[-1])  # the output layer is the last one registered
+        if head.bias is not None and new(f"{names[-1]}.bias"):
+            with torch.no_grad():
+                head.bias.copy_(torch.as_tensor(np.log(self.frequencies / (1 - self.frequencies))))
 
     def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
