@@ -286,7 +286,9 @@ class TrainingConfig(_Section):
     max_target_length: int = Field(128, gt=0)
     """seq2seq: tokens per target."""
     seed: int = 42
-    group_by_length: bool = True
+    group_by_length: Union[bool, Literal["shuffled"]] = True
+    """Length-grouped training batches (less padding): true (megabatch order), shuffled (the same
+    batches in random order) or false (random batches)."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
     eval_steps: Optional[int] = Field(None, gt=0)
     logging_steps: int = Field(50, gt=0)
