@@ -286,7 +286,7 @@ class TrainingConfig(_Section):
     max_target_length: int = Field(128, gt=0)
     """seq2seq: tokens per target."""
     seed: int = 42
-    group_by_length: Union[bool, Literal["shuffled"]] = True
+    group_by_length: Literal[True, False, "shuffled"] = True
     """Length-grouped training batches (less padding): true (megabatch order), shuffled (the same
     batches in random order) or false (random batches)."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
