@@ -12,16 +12,25 @@ or whether they were pruned, so trial k of one sweep trains exactly what trial k
 `python -m lmctl sweep` with one worker (parallel workers would interleave the draws) and
 `--keep best`; the figures come from each sweep's summary.json. Pruning pays when the pruned sweep
 reaches the unpruned sweep's best score with far fewer steps (issue #27 asks for 40% fewer).
+
+`--reuse-complete` halves the cost on real data: a trial the pruned sweep completed trained exactly
+what the unpruned sweep's trial k would (same parameters, seed and rows; reporting to Optuna changes
+nothing in training), so only the pruned trials are trained again, each to its end with `lmctl
+finetune` on the config.yaml in its trial directory, and scored as the sweep scores (its kept
+model's metric). `--continue` keeps sweep directories already there (`lmctl sweep` continues one;
+a finished one only reports again), so a stopped bench resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -30,11 +39,13 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "configs" / "finetune" / "data"
 
 
-def lmctl(*args: str) -> float:
-    """Run `python -m lmctl ARGS` (its output passes through); returns wall seconds."""
+def lmctl(*args: str, threads: int | None = None) -> float:
+    """Run `python -m lmctl ARGS` (its output passes through), on `threads` CPU threads if given;
+    returns wall seconds."""
     print("$ lmctl " + " ".join(args), file=sys.stderr, flush=True)
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lmctl", *args], check=True)
+    subprocess.run([sys.executable, "-m", "lmctl", *args], check=True, env=env)
     return time.perf_counter() - start
 
 
@@ -68,9 +79,13 @@ def quick_sweep(out: Path) -> Path:
     return path
 
 
-def run_side(sweep_file: Path, overrides: list[str], out_dir: Path, pruner: dict | None, seed: int) -> dict:
+def run_side(sweep_file: Path, overrides: list[str], out_dir: Path, pruner: dict | None, seed: int,
+             keep_existing: bool = False) -> dict:
     """One sweep of the file with the random sampler at `seed` and `pruner` (None: the file's own)."""
-    if out_dir.exists():
+    if keep_existing and (out_dir / "summary.json").is_file():  # finished by an earlier bench run
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        return {**summary, "seconds": summary.get("seconds")}
+    if out_dir.exists() and not keep_existing:
         shutil.rmtree(out_dir)
     args = ["sweep", str(sweep_file), "--keep", "best", "--set", f"output_dir={out_dir}",
             "--set", f"sampler={json.dumps({'name': 'random', 'seed': seed})}"]
@@ -81,6 +96,38 @@ def run_side(sweep_file: Path, overrides: list[str], out_dir: Path, pruner: dict
     seconds = lmctl(*args)
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     summary["seconds"] = round(seconds, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def finish_pruned(pruned: dict, out_dir: Path, keep_existing: bool = False, jobs: int = 1) -> dict:
+    """The unpruned sweep from the pruned one: its completed trials as they are, each pruned trial
+    trained to its end (`lmctl finetune` on the trial's own config.yaml) into out_dir/trial-NNN,
+    `jobs` at a time, the cores split between them."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in pruned["trials"] if t["state"] == "pruned"
+            and not (keep_existing and (out_dir / Path(t["dir"]).name / "metrics.json").is_file())]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:  # each job is a subprocess; threads only wait on them
+        list(pool.map(lambda t: lmctl("finetune", str(Path(t["dir"]) / "config.yaml"), "--overwrite", "--set",
+                                      f"output_dir={out_dir / Path(t['dir']).name}", threads=threads), todo))
+    seconds = time.perf_counter() - start
+    trials = []
+    for t in pruned["trials"]:
+        row = dict(t)
+        if t["state"] == "pruned":
+            run_dir = out_dir / Path(t["dir"]).name
+            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            row.update(state="complete", dir=str(run_dir), score=metrics.get(f"eval_{pruned['metric']}"),
+                       steps=metrics.get("completed_steps"), retrained=True)
+        trials.append(row)
+    scored = [t for t in trials if t["state"] == "complete" and t["score"] is not None]
+    pick = max if pruned["direction"] == "maximize" else min
+    best = pick(scored, key=lambda t: t["score"]) if scored else None
+    summary = {**pruned, "trials": trials, "best": best, "total_steps": sum(t["steps"] or 0 for t in trials),
+               "seconds": round(seconds, 1), "reused": sum(not t.get("retrained") for t in trials)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -91,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="passed to both sweeps (e.g. model.name_or_path=DIR)")
     p.add_argument("--quick", action="store_true", help="a tiny BERT on the bundled sample: a smoke run")
     p.add_argument("--out", default="runs/bench/sweep-pruning", help="where both sweeps write")
+    p.add_argument("--reuse-complete", action="store_true",
+                   help="unpruned side: train only the pruned trials again, to their end (see above)")
+    p.add_argument("--jobs", type=int, default=1, help="with --reuse-complete: trials trained at once")
+    p.add_argument("--continue", dest="keep_existing", action="store_true",
+                   help="keep (continue) sweep directories already there instead of starting over")
     args = p.parse_args(argv)
     if not args.sweep and not args.quick:
         p.error("give a sweep file, or --quick")
@@ -100,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     seed = (yaml.safe_load(sweep_file.read_text(encoding="utf-8")).get("sampler") or {}).get("seed")
     seed = 0 if seed is None else seed
 
-    pruned = run_side(sweep_file, args.overrides, out / "pruned", None, seed)
-    unpruned = run_side(sweep_file, args.overrides, out / "unpruned", {"name": "none"}, seed)
+    pruned = run_side(sweep_file, args.overrides, out / "pruned", None, seed, args.keep_existing)
+    if args.reuse_complete:
+        unpruned = finish_pruned(pruned, out / "unpruned", args.keep_existing, args.jobs)
+    else:
+        unpruned = run_side(sweep_file, args.overrides, out / "unpruned", {"name": "none"}, seed, args.keep_existing)
 
     same_params = [t["params"] for t in pruned["trials"]] == [t["params"] for t in unpruned["trials"]]
     ratio = pruned["total_steps"] / max(unpruned["total_steps"], 1)
@@ -114,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         best = s["best"] or {}
         score = "" if best.get("score") is None else f"{best['score']:.4f}"
         print(f"{name:<10} {len(states):>6} {states.count('pruned'):>6} {states.count('fail'):>6} "
-              f"{s['total_steps']:>8,} {best.get('number', ''):>10} {score:>14} {s['seconds']:>8}")
+              f"{s['total_steps']:>8,} {best.get('number', ''):>10} {score:>14} {s['seconds'] or '':>8}")
     same_best = bool(best_p and best_u and abs(best_p["score"] - best_u["score"]) < 1e-6)
     print(f"steps: pruned/unpruned = {ratio:.3f} ({100 * (1 - ratio):.1f}% fewer); the same parameter sets: "
           f"{'yes' if same_params else 'NO'}; the same best score: {'yes' if same_best else 'no'}"
