@@ -13,12 +13,14 @@ or whether they were pruned, so trial k of one sweep trains exactly what trial k
 `--keep best`; the figures come from each sweep's summary.json. Pruning pays when the pruned sweep
 reaches the unpruned sweep's best score with far fewer steps (issue #27 asks for 40% fewer).
 
-`--reuse-complete` halves the cost on real data: a trial the pruned sweep completed trained exactly
-what the unpruned sweep's trial k would (same parameters, seed and rows; reporting to Optuna changes
-nothing in training), so only the pruned trials are trained again, each to its end with `lmctl
-finetune` on the config.yaml in its trial directory, and scored as the sweep scores (its kept
-model's metric). `--continue` keeps sweep directories already there (`lmctl sweep` continues one;
-a finished one only reports again), so a stopped bench resumes.
+`--reuse-complete` saves training the complete trials twice (on MRPC, 1,664 of the unpruned
+sweep's 5,408 steps): a trial the pruned sweep completed trained exactly what the unpruned sweep's
+trial k would (same parameters, seed and rows; reporting to Optuna changes nothing in training), so
+only the pruned trials are trained again, each to its end with `lmctl finetune` on the config.yaml
+in its trial directory (`--jobs N` at a time, the cores split between them), and scored as the
+sweep scores (its kept model's metric). `--continue` keeps what an earlier run of the bench left:
+a finished sweep is read from its summary.json, an unfinished one continues (`lmctl sweep`
+resumes), a trial already trained to its end is not trained again.
 """
 
 from __future__ import annotations
