@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.sweep and not args.quick:
         p.error("give a sweep file, or --quick")
+    if args.jobs < 1 or (args.jobs > 1 and not args.reuse_complete):
+        p.error("--jobs N: 1 or more, and only with --reuse-complete (a sweep's own trials run one at a time)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sweep_file = Path(args.sweep) if args.sweep else quick_sweep(out)
