@@ -85,8 +85,7 @@ def run_side(sweep_file: Path, overrides: list[str], out_dir: Path, pruner: dict
              keep_existing: bool = False) -> dict:
     """One sweep of the file with the random sampler at `seed` and `pruner` (None: the file's own)."""
     if keep_existing and (out_dir / "summary.json").is_file():  # finished by an earlier bench run
-        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-        return {**summary, "seconds": summary.get("seconds")}
+        return json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     if out_dir.exists() and not keep_existing:
         shutil.rmtree(out_dir)
     args = ["sweep", str(sweep_file), "--keep", "best", "--set", f"output_dir={out_dir}",
@@ -107,21 +106,21 @@ def finish_pruned(pruned: dict, out_dir: Path, keep_existing: bool = False, jobs
     trained to its end (`lmctl finetune` on the trial's own config.yaml) into out_dir/trial-NNN,
     `jobs` at a time, the cores split between them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in pruned["trials"] if t["state"] == "pruned"
-            and not (keep_existing and (out_dir / Path(t["dir"]).name / "metrics.json").is_file())]
+    again = {t["number"]: out_dir / Path(t["dir"]).name for t in pruned["trials"] if t["state"] == "pruned"}
+    todo = [(Path(t["dir"]), again[t["number"]]) for t in pruned["trials"] if t["number"] in again
+            and not (keep_existing and (again[t["number"]] / "metrics.json").is_file())]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     start = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:  # each job is a subprocess; threads only wait on them
-        list(pool.map(lambda t: lmctl("finetune", str(Path(t["dir"]) / "config.yaml"), "--overwrite", "--set",
-                                      f"output_dir={out_dir / Path(t['dir']).name}", threads=threads), todo))
+        list(pool.map(lambda src_dst: lmctl("finetune", str(src_dst[0] / "config.yaml"), "--overwrite",
+                                            "--set", f"output_dir={src_dst[1]}", threads=threads), todo))
     seconds = time.perf_counter() - start
     trials = []
     for t in pruned["trials"]:
         row = dict(t)
-        if t["state"] == "pruned":
-            run_dir = out_dir / Path(t["dir"]).name
-            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            row.update(state="complete", dir=str(run_dir), score=metrics.get(f"eval_{pruned['metric']}"),
+        if t["number"] in again:
+            metrics = json.loads((again[t["number"]] / "metrics.json").read_text(encoding="utf-8"))
+            row.update(state="complete", dir=str(again[t["number"]]), score=metrics.get(f"eval_{pruned['metric']}"),
                        steps=metrics.get("completed_steps"), retrained=True)
         trials.append(row)
     scored = [t for t in trials if t["state"] == "complete" and t["score"] is not None]
