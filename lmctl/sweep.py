@@ -792,7 +792,7 @@ def _log_start(sweep: Sweep, study, console: Console, storage: str | None, worke
     console.log(f"sweep {sweep.out}: {target}{budget} of {', '.join(sweep.space)} by {sweep.metric} "
                 f"({'higher' if sweep.greater else 'lower'} is better); sampler {sweep.spec.sampler.name}, "
                 f"pruner {sweep.spec.pruner.name}; study '{sweep.study_name}' in {where}; {workers} worker(s)")
-    if trials:
+    if done or running:  # enqueued trials still waiting are not a sweep to continue
         console.log(f"continuing: {done} trial(s) finished, {running} running or interrupted")
 
 

@@ -67,6 +67,7 @@ def test_sweep_prunes_records_failures_and_reports_the_best(tmp_path, tiny_model
                        enqueue=[{"training.learning_rate": lr} for lr in (GOOD, TOO_HIGH, DIVERGES, ALSO_GOOD)])
     result = cli("sweep", path, "--keep", "best", code=None)
     assert result.exit_code == 0, explain(result)
+    assert "continuing" not in result.stderr  # enqueued trials still waiting are no sweep to continue
     out = tmp_path / "sweep"
     study = load_study(out)
     trials = sorted(study.trials, key=lambda t: t.number)
