@@ -76,7 +76,10 @@ class Log:
                                **({"message": message} if message else {}), **fields})
         else:
             line = " ".join([event, message] + [f"{k}={v}" for k, v in fields.items()]).replace("  ", " ").strip()
-        print(line, file=sys.stderr, flush=True)
+        # One write per line: print() writes the text and its newline apart, and --workers processes
+        # share this pipe, so their lines interleaved ("serving ... pid=1serving ... pid=2\n\n").
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 class Metrics:
@@ -627,7 +630,8 @@ def worker_app():
     def fail() -> None:  # the supervisor stops every worker when one exits with this status
         from uvicorn.config import STARTUP_FAILURE
 
-        print(f"error: {server.failure}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"error: {server.failure}\n")  # one write: workers share the pipe (see Log)
+        sys.stderr.flush()
         os._exit(STARTUP_FAILURE)
 
     server.on_failure = fail

@@ -338,6 +338,27 @@ def test_start_up_failures_are_one_line_and_exit_2(runs, tmp_path):
     assert "--model" in missing.stderr
 
 
+def test_each_log_line_is_one_write(monkeypatch):
+    # Workers share stderr: a line written in pieces interleaves with another worker's (seen with
+    # --workers 2 on a busy core), so each line, newline included, must reach the pipe in one write.
+    from lmctl.serve import Log
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    for fmt in ("text", "json"):
+        Log(fmt)("serving", "http://127.0.0.1:1", pid=7)
+    assert len(writes) == 2 and all(w.endswith("\n") and w.count("\n") == 1 for w in writes), writes
+    assert writes[0] == "serving http://127.0.0.1:1 pid=7\n" and json.loads(writes[1])["pid"] == 7
+
+
 def test_workers_share_the_port(runs):
     run, _, _ = runs["classification"]
     process = _start("--model", run, "--workers", "2")
