@@ -76,10 +76,14 @@ class Log:
                                **({"message": message} if message else {}), **fields})
         else:
             line = " ".join([event, message] + [f"{k}={v}" for k, v in fields.items()]).replace("  ", " ").strip()
-        # One write per line: print() writes the text and its newline apart, and --workers processes
-        # share this pipe, so their lines interleaved ("serving ... pid=1serving ... pid=2\n\n").
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        say(line)
+
+
+def say(line: str) -> None:
+    """One line to stderr in one write: print() writes the text and its newline apart, and --workers
+    processes share this pipe, so their lines interleaved ("serving ... pid=1serving ... pid=2\n\n")."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 class Metrics:
@@ -630,8 +634,7 @@ def worker_app():
     def fail() -> None:  # the supervisor stops every worker when one exits with this status
         from uvicorn.config import STARTUP_FAILURE
 
-        sys.stderr.write(f"error: {server.failure}\n")  # one write: workers share the pipe (see Log)
-        sys.stderr.flush()
+        say(f"error: {server.failure}")
         os._exit(STARTUP_FAILURE)
 
     server.on_failure = fail
