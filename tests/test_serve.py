@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -145,7 +146,7 @@ def test_an_onnx_export_and_a_lora_run_are_served(runs, tiny_models, tmp_path):
     # As a process, a server of an export loads no torch (tokenizers, numpy and ONNX Runtime do the work).
     process = _start("--model", export)
     try:
-        url = _url_of(process, [])
+        url = Stderr(process).url()
         assert httpx.post(f"{url}/predict", json={"inputs": ["a fine day"]}, timeout=LIMIT_S).status_code == 200
         libraries = Path(f"/proc/{process.pid}/maps").read_text()
         assert "libtorch" not in libraries and "onnxruntime" in libraries
@@ -275,26 +276,52 @@ def _start(*args, env=None) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def _url_of(process: subprocess.Popen, lines: list[str]) -> str:
-    """The URL of the first 'serving' line on stderr (read into `lines`)."""
-    deadline = time.monotonic() + LIMIT_S
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            raise AssertionError(f"the server exited: {''.join(lines)}")
-        lines.append(line)
-        found = re.search(r"serving.*?(http://127\.0\.0\.1:\d+)", line)
-        if found:
-            return found.group(1)
-    raise AssertionError("no 'serving' line")
+class Stderr:
+    """A server process's stderr lines, read on a thread: a blocking readline() would let a server that
+    hangs without a word hang the test past every deadline."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(process.stderr,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)  # end of file: the server closed stderr (exited)
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, or None once the server has exited; fails at the deadline."""
+        try:
+            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"the server wrote no line in time: {''.join(self.lines)}") from None
+        if line is not None:
+            self.lines.append(line)
+        return line
+
+    def url(self) -> str:
+        """The URL of the first 'serving' line."""
+        deadline = time.monotonic() + LIMIT_S
+        while (line := self.next(deadline)) is not None:
+            if found := re.search(r"serving.*?(http://127\.0\.0\.1:\d+)", line):
+                return found.group(1)
+        raise AssertionError(f"the server exited: {''.join(self.lines)}")
+
+    def rest(self) -> list[str]:
+        """Every line up to the end (call once the process has exited)."""
+        deadline = time.monotonic() + LIMIT_S
+        while self.next(deadline) is not None:
+            pass
+        return self.lines
 
 
 def test_sigterm_answers_the_queued_requests_then_exits_0(runs):
     run, _, _ = runs["classification"]
     process = _start("--model", run, "--log-format", "json", "--max-batch-size", "8")
-    lines: list[str] = []
+    stderr = Stderr(process)
     try:
-        url = _url_of(process, lines)
+        url = stderr.url()
         rows = [r["sentence"] for r in sentiment_rows(64, 3)]
 
         async def send_then_stop():
@@ -310,7 +337,7 @@ def test_sigterm_answers_the_queued_requests_then_exits_0(runs):
         process.kill()
     assert [a.status_code for a in answers] == [200] * 6
     assert all(len(a.json()["predictions"]) == 64 for a in answers)
-    lines += process.stderr.readlines()
+    lines = stderr.rest()
     events = [json.loads(line) for line in lines]  # --log-format json: every line is one JSON object
     assert events[0]["event"] == "serving" and events[-1]["event"] == "stopped"
     batches = [e for e in events if e["event"] == "batch"]
@@ -362,13 +389,14 @@ def test_each_log_line_is_one_write(monkeypatch):
 def test_workers_share_the_port(runs):
     run, _, _ = runs["classification"]
     process = _start("--model", run, "--workers", "2")
-    lines: list[str] = []
+    stderr = Stderr(process)
+    lines = stderr.lines
     try:
-        url = _url_of(process, lines)  # the supervisor's line ("starting"), then each worker's
+        url = stderr.url()  # the supervisor's line ("starting"), then each worker's
         # Each worker loads its own model: until both say "serving", the other answers 503 (loading).
         deadline = time.monotonic() + LIMIT_S
-        while len([line for line in lines if line.startswith("serving")]) < 2 and time.monotonic() < deadline:
-            lines.append(process.stderr.readline())
+        while len([line for line in lines if line.startswith("serving")]) < 2:
+            assert stderr.next(deadline) is not None, f"the server exited: {''.join(lines)}"
         answers = [httpx.post(f"{url}/predict", json={"inputs": ["a fine day"]}, timeout=LIMIT_S) for _ in range(8)]
         assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
         process.send_signal(signal.SIGTERM)
