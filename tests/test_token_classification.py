@@ -329,6 +329,34 @@ def test_served_words_and_text(runs, tmp_path):
         assert served.get("/info").json()["labels"] == ["O", "B-LOC", "B-PER", "I-PER"]
 
 
+def test_the_serve_page_marks_the_entities_in_the_text(runs):
+    from cdp import Browser
+    from helpers import chromium
+    from test_serve_page import api_predict, form_ready, serving
+
+    run, _ = runs["bert"]
+    text = "Mr Wilson found the letter in Paris."
+    with serving(run) as url, Browser(chromium(), width=900, height=600) as page:
+        expected = api_predict(url, [text])[0]["entities"]
+        assert [e["text"] for e in expected] == ["Wilson", "Paris"], expected
+        page.navigate(url)
+        form_ready(page)
+        page.click("#fields textarea")
+        page.insert_text(text)
+        page.click("#submit")
+        page.wait_for("!!document.getElementById('entities')", timeout=60)
+        marks = page.evaluate("[...document.querySelectorAll('#entities mark')]"
+                              ".map(m => [m.firstChild.textContent, m.dataset.label, m.title])")
+        assert marks == [[e["text"], e["label"], f"{e['label']} {e['score']:.3f}"] for e in expected]
+        # The words between the entities are the typed text's own, so the line reads as typed.
+        shown = page.evaluate("[...document.getElementById('entities').childNodes]"
+                              ".map(n => n.nodeName === 'MARK' ? n.firstChild.textContent : n.textContent).join('')")
+        assert shown == text
+        colours = page.evaluate("[...document.querySelectorAll('#entities mark')].map(m => m.style.background)")
+        assert colours[0] != colours[1] and all(colours), colours  # PER and LOC differ
+        assert page.errors == [], page.errors
+
+
 # ---- bad inputs: one line, exit 2, nothing written ---------------------------------------------------------
 def _config(tmp_path, tiny_models, train, **training) -> str:
     path = tmp_path / "c.yaml"
