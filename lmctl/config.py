@@ -584,6 +584,12 @@ def check_same_config(cfg: Config, saved: Path) -> None:
     if not saved.is_file():
         raise UserError(f"{saved} not found; output_dir does not hold an lmctl run")
     before = read_yaml(saved)
+    try:
+        # A run saved by an older lmctl lacks the keys added since; read through today's schema they take
+        # their defaults, which is what that run did, so only what the user changed counts as a difference.
+        before = validate(before, str(saved)).model_dump(mode="json")
+    except UserError:
+        pass  # a key since renamed or removed: compared as written, so the refusal names it
     now = cfg.model_dump(mode="json")
     diffs = [f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
              for key, value in values.items()

@@ -166,6 +166,28 @@ def test_resume_refuses_a_different_config(uninterrupted, tiny_models, tmp_path)
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
+def test_resume_reads_a_run_saved_before_newer_keys(uninterrupted, tmp_path):
+    # A run directory written by an older lmctl: its config.yaml lacks the keys added since (here
+    # training.layer_lr_decay and the whole tagging section). They took today's defaults, so --resume
+    # with today's config must go on, not refuse the run as a different one.
+    _, reference_dir, reference = uninterrupted
+    out = tmp_path / "reference"
+    shutil.copytree(reference_dir, out)
+    for late in sorted((out / "checkpoints").iterdir())[2:]:
+        shutil.rmtree(late)  # killed after step 20
+    (out / "metrics.json").unlink()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["output_dir"] = str(out)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert "layer_lr_decay" in cfg["training"] and "tagging" in cfg
+    del cfg["training"]["layer_lr_decay"], cfg["tagging"]
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _lmctl("finetune", str(tmp_path / "cfg.yaml"), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr and "step-000020" in r.stderr
+    _assert_same(reference, _final(out))
+
+
 def test_nan_loss_stops_with_the_step(tiny_models, tmp_path):
     out = tmp_path / "nan"
     cfg = _config(tmp_path, tiny_models["bert"], out, learning_rate=1.0e30, max_grad_norm=None,
