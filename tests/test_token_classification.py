@@ -354,6 +354,11 @@ def test_the_serve_page_marks_the_entities_in_the_text(runs):
         assert shown == text
         colours = page.evaluate("[...document.querySelectorAll('#entities mark')].map(m => m.style.background)")
         assert colours[0] != colours[1] and all(colours), colours  # PER and LOC differ
+        # Offsets count code points, as in Python: an emoji before an entity must not shift the mark.
+        text = "🙂 Paris"
+        record = {"text": text, "entities": [{"label": "LOC", "start": 2, "end": 7, "score": 0.9}]}
+        assert text[2:7] == "Paris"
+        assert page.evaluate(f"entities({json.dumps(record)}).querySelector('mark').firstChild.textContent") == "Paris"
         assert page.errors == [], page.errors
 
 
