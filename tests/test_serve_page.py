@@ -83,16 +83,16 @@ def form_ready(page: Browser) -> None:
     page.wait_for("document.querySelectorAll('#fields textarea').length", timeout=60)
 
 
-def type_and_predict(page: Browser, text: str) -> str:
-    """Click into the (first) textarea, type `text` as a person would, click Predict and return the
-    label the page shows."""
+def type_and_predict(page: Browser, text: str, shown: str = "document.getElementById('label')?.textContent") -> str:
+    """Click into the (first) textarea, type `text` as a person would, click Predict and return what
+    the page shows (`shown`: the label, unless another expression is given)."""
     page.click("#fields textarea")
     page.evaluate("document.querySelector('#fields textarea').value = ''")
     page.insert_text(text)
     assert page.evaluate("document.activeElement.tagName + ':' + document.activeElement.value") == f"TEXTAREA:{text}"
     page.evaluate("document.getElementById('result').textContent = ''")  # so an old answer is not read as new
     page.click("#submit")
-    return page.wait_for("document.getElementById('label')?.textContent", timeout=60)
+    return page.wait_for(shown, timeout=60)
 
 
 @pytest.fixture

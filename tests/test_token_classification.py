@@ -332,7 +332,7 @@ def test_served_words_and_text(runs, tmp_path):
 def test_the_serve_page_marks_the_entities_in_the_text(runs):
     from cdp import Browser
     from helpers import chromium
-    from test_serve_page import api_predict, form_ready, serving
+    from test_serve_page import api_predict, form_ready, serving, type_and_predict
 
     run, _ = runs["bert"]
     text = "Mr Wilson found the letter in Paris."
@@ -341,10 +341,7 @@ def test_the_serve_page_marks_the_entities_in_the_text(runs):
         assert [e["text"] for e in expected] == ["Wilson", "Paris"], expected
         page.navigate(url)
         form_ready(page)
-        page.click("#fields textarea")
-        page.insert_text(text)
-        page.click("#submit")
-        page.wait_for("!!document.getElementById('entities')", timeout=60)
+        type_and_predict(page, text, shown="!!document.getElementById('entities')")
         marks = page.evaluate("[...document.querySelectorAll('#entities mark')]"
                               ".map(m => [m.firstChild.textContent, m.dataset.label, m.title])")
         assert marks == [[e["text"], e["label"], f"{e['label']} {e['score']:.3f}"] for e in expected]
